@@ -1,0 +1,1 @@
+"""Efficiency measurement (params, FLOPs, activations, runtime, memory) and LMDB tools."""

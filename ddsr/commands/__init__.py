@@ -1,0 +1,1 @@
+"""``ddsr`` sub-commands, one module each (``NAME``, ``HELP``, ``add_arguments(parser)``, ``run(args)``)."""

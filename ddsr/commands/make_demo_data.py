@@ -1,0 +1,21 @@
+"""``ddsr make-demo-data``: build the embedded demo data set (see :mod:`ddsr.data.demo`)."""
+import argparse
+
+from ddsr.data.demo import DEMO_ROOT, build_demo_data, is_built
+
+NAME = 'make-demo-data'
+HELP = 'build the small demo data set (train/val, x2/x3/x4, folders + LMDB) from scikit-image photos'
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('-o', '--out', default=DEMO_ROOT, help=f'output folder (default: {DEMO_ROOT})')
+    parser.add_argument('--force', action='store_true', help='rebuild even if a complete build exists')
+
+
+def run(args: argparse.Namespace) -> int:
+    if is_built(args.out) and not args.force:
+        print(f'demo data already built at {args.out} (use --force to rebuild)')
+        return 0
+    build_demo_data(args.out, force=args.force)
+    print(f'demo data written to {args.out}')
+    return 0

@@ -1,0 +1,1 @@
+"""Pruning and deploy conversion: importance, channel slicing, iterative schedules, reparameterization."""

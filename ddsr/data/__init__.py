@@ -1,0 +1,4 @@
+"""ddsr data: every `*_dataset.py` here is imported so its classes land in BasicSR's DATASET_REGISTRY."""
+from ddsr.registry_import import import_modules
+
+_modules = import_modules(__name__, __path__, '_dataset')

@@ -1,0 +1,287 @@
+"""Image-set preparation in BasicSR's conventions: modcrop, sub-image extraction, MATLAB-bicubic LR, LMDB.
+
+LMDBs are written with ``basicsr.utils.lmdb_util.make_lmdb_from_imgs`` so BasicSR's ``io_backend: lmdb``
+reads them (``data.mdb``, ``lock.mdb``, ``meta_info.txt``; keys are file stems without extension).
+:func:`make_lmdbs` (``ddsr make-lmdb``) writes its own LMDBs in the same layout from images in memory (HR modcropped,
+LR generated or read, optionally cut into sub-images), verifies them and renames them into place.
+"""
+import os
+import shutil
+import tempfile
+from os import path as osp
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import lmdb
+import numpy as np
+from basicsr.utils import FileClient, imfrombytes
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+from basicsr.utils.matlab_functions import imresize
+from tqdm import tqdm
+
+from ddsr.errors import DDSRError
+
+IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Crop H and W down to multiples of ``scale`` (top-left anchored, as BasicSR/MATLAB do)."""
+    h, w = img.shape[:2]
+    return img[:h - h % scale, :w - w % scale, ...]
+
+
+def bicubic_lr(hr: np.ndarray, scale: int) -> np.ndarray:
+    """uint8 LR image = round(MATLAB-bicubic ``imresize(hr / 255, 1 / scale)`` * 255); ``hr`` must be modcropped."""
+    lr = imresize(hr.astype(np.float64) / 255., 1 / scale)
+    return np.clip(np.round(lr * 255.), 0, 255).astype(np.uint8)
+
+
+def subimage_grid(h: int, w: int, crop_size: int, step: int, thresh_size: int = 0) -> Iterator[Tuple[int, int]]:
+    """Top-left corners of BasicSR's ``extract_subimages`` grid (the last row/column is kept if it leaves
+    more than ``thresh_size`` pixels uncovered)."""
+    h_space = list(range(0, h - crop_size + 1, step))
+    if h - (h_space[-1] + crop_size) > thresh_size:
+        h_space.append(h - crop_size)
+    w_space = list(range(0, w - crop_size + 1, step))
+    if w - (w_space[-1] + crop_size) > thresh_size:
+        w_space.append(w - crop_size)
+    for y in h_space:
+        for x in w_space:
+            yield y, x
+
+
+def list_images(folder: str) -> List[str]:
+    """Sorted image file names (not paths) in ``folder``."""
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMG_EXTENSIONS))
+
+
+def write_png(path: str, img: np.ndarray) -> None:
+    """Write a BGR image as PNG (compression 3, BasicSR's default for extracted sub-images)."""
+    if not cv2.imwrite(path, img, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+        raise OSError(f'could not write {path}')
+
+
+def folder_to_lmdb(folder: str, lmdb_path: str, names: Sequence[str] = None) -> List[str]:
+    """Pack the images of ``folder`` (all, or ``names``) into an LMDB at ``lmdb_path``; returns the keys."""
+    names = list(names) if names is not None else list_images(folder)
+    keys = [osp.splitext(name)[0] for name in names]
+    make_lmdb_from_imgs(folder, lmdb_path, names, keys, batch=5000, compress_level=1, multiprocessing_read=False)
+    return keys
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image as 3-channel BGR uint8 (grey is replicated, alpha dropped); raises OSError if unreadable."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f'could not read image {path}')
+    return img
+
+
+def lmdb_key(name: str) -> str:
+    """LMDB key of an image file name: the stem with dots replaced (BasicSR splits meta_info names at '.')."""
+    return osp.splitext(name)[0].replace('.', '_')
+
+
+def write_lmdb(lmdb_path: str, items: Iterable[Tuple[str, np.ndarray]], compress_level: int = 1,
+               commit_every: int = 500) -> List[Tuple[str, Tuple[int, ...]]]:
+    """Write (key, BGR image) pairs as PNG bytes into a new LMDB in BasicSR's layout (``data.mdb``, ``lock.mdb``,
+    ``meta_info.txt`` with ``<key>.png (h,w,c) <level>`` lines); the map grows as needed. Returns (key, shape)."""
+    os.makedirs(lmdb_path)
+    env = lmdb.open(lmdb_path, map_size=1 << 28)
+    written: List[Tuple[str, Tuple[int, ...]]] = []
+    pending: List[Tuple[bytes, bytes]] = []
+
+    def commit() -> None:
+        while True:
+            try:
+                with env.begin(write=True) as txn:
+                    for key_bytes, value in pending:
+                        txn.put(key_bytes, value)
+                break
+            except lmdb.MapFullError:
+                env.set_mapsize(env.info()['map_size'] * 2)
+        pending.clear()
+
+    try:
+        for key, img in items:
+            ok, buf = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+            if not ok:
+                raise OSError(f'could not encode {key}')
+            pending.append((key.encode('ascii'), buf.tobytes()))
+            written.append((key, img.shape))
+            if len(pending) >= commit_every:
+                commit()
+        commit()
+    finally:
+        env.close()
+    with open(osp.join(lmdb_path, 'meta_info.txt'), 'w') as f:
+        for key, shape in written:
+            shape_str = ','.join(map(str, shape if len(shape) == 3 else (*shape, 1)))
+            f.write(f'{key}.png ({shape_str}) {compress_level}\n')
+    return written
+
+
+def read_meta_info(lmdb_path: str) -> List[Tuple[str, Tuple[int, ...]]]:
+    """(key, shape) of every line of an LMDB's ``meta_info.txt``."""
+    entries = []
+    with open(osp.join(lmdb_path, 'meta_info.txt')) as f:
+        for line in f:
+            if line.strip():
+                name, shape = line.split()[:2]
+                entries.append((name.split('.')[0], tuple(int(v) for v in shape.strip('()').split(','))))
+    return entries
+
+
+def read_lmdb_images(lmdb_path: str) -> Iterator[Tuple[str, np.ndarray]]:
+    """(key, BGR uint8 image) of every entry in ``meta_info.txt`` order, read through BasicSR's LMDB backend."""
+    client = FileClient('lmdb', db_paths=[lmdb_path])
+    for key, _ in read_meta_info(lmdb_path):
+        value = client.get(key)
+        if value is None:
+            raise KeyError(f'{lmdb_path}: key {key} listed in meta_info.txt is missing')
+        yield key, imfrombytes(value, float32=False)
+
+
+# ---- ``ddsr make-lmdb``: folders of HR (and optionally LR) images -> HR.lmdb + LR_bicubic_X{s}.lmdb ----
+
+TEST_SET_PRESETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109', 'DIV2K-valid')
+# BasicSR's scripts/data_preparation/extract_subimages.py settings for DIV2K (HR 480/240/0; LR divided by scale).
+PRESETS: Dict[str, Dict] = {
+    **{name: dict(scales=(2, 3, 4), crop_size=None) for name in TEST_SET_PRESETS},
+    'DIV2K-train': dict(scales=(2, 3, 4), crop_size=480, step=240, thresh_size=0),
+}
+
+
+def lmdb_targets(out: str, scales: Sequence[int]) -> Dict[Union[str, int], str]:
+    """Output paths: ``{'HR': <out>/HR.lmdb, s: <out>/LR_bicubic_X<s>.lmdb}``."""
+    return {'HR': osp.join(out, 'HR.lmdb'), **{s: osp.join(out, f'LR_bicubic_X{s}.lmdb') for s in scales}}
+
+
+def _find_lr(folder: str, stem: str) -> str:
+    for ext in IMG_EXTENSIONS:
+        for name in (stem + ext, stem + ext.upper()):
+            if osp.isfile(osp.join(folder, name)):
+                return osp.join(folder, name)
+    raise DDSRError(f'no LR image for {stem} in {folder}')
+
+
+def _check_args(hr: str, scales: Sequence[int], lr_dirs: Dict[int, str], crop_size: Optional[int], step: int,
+                thresh_size: int) -> None:
+    if not osp.isdir(hr):
+        raise DDSRError(f'HR folder not found: {hr}')
+    for scale, folder in lr_dirs.items():
+        if scale not in scales:
+            raise DDSRError(f'LR folder for x{scale} given ({folder}) but x{scale} is not in the scales {list(scales)}')
+        if not osp.isdir(folder):
+            raise DDSRError(f'LR folder for x{scale} not found: {folder}')
+    if crop_size is not None:
+        for value, what in ((crop_size, 'crop size'), (step, 'step'), (thresh_size, 'thresh size')):
+            bad = [s for s in scales if value % s]
+            if bad:
+                raise DDSRError(f'{what} {value} is not divisible by scale(s) {bad}')
+
+
+def _pair_items(hr_dir: str, names: Sequence[str], scale: Optional[int], lr_dir: Optional[str], mod: int,
+                crop_size: Optional[int], step: int, thresh_size: int) -> Iterator[Tuple[str, np.ndarray]]:
+    """(key, image) of the HR set (``scale`` None) or of its x``scale`` LR, whole or as sub-images."""
+    for name in names:
+        key = lmdb_key(name)
+        hr = modcrop(read_image(osp.join(hr_dir, name)), mod)
+        img, factor = hr, 1
+        if scale is not None:
+            factor = scale
+            img = read_image(_find_lr(lr_dir, osp.splitext(name)[0])) if lr_dir else bicubic_lr(hr, scale)
+            if img.shape[0] * scale != hr.shape[0] or img.shape[1] * scale != hr.shape[1]:
+                raise DDSRError(f'{name}: LR x{scale} is {img.shape[1]}x{img.shape[0]}, HR (modcrop {mod}) is '
+                                f'{hr.shape[1]}x{hr.shape[0]}; use --modcrop to match')
+        if crop_size is None:
+            yield key, img
+            continue
+        if min(hr.shape[:2]) < crop_size:
+            raise DDSRError(f'{name}: {hr.shape[1]}x{hr.shape[0]} is smaller than the crop size {crop_size}')
+        for idx, (y, x) in enumerate(subimage_grid(hr.shape[0], hr.shape[1], crop_size, step, thresh_size), 1):
+            y, x, size = y // factor, x // factor, crop_size // factor
+            yield f'{key}_s{idx:03d}', np.ascontiguousarray(img[y:y + size, x:x + size])
+
+
+def verify_lmdbs(paths: Dict[Union[str, int], str]) -> List[Dict]:
+    """Read every LMDB back through BasicSR's LMDB backend; check counts, shapes against meta_info.txt, equal
+    key sets, and LR shape x scale = HR shape. Returns one summary dict per LMDB."""
+    shapes: Dict[Union[str, int], Dict[str, Tuple[int, ...]]] = {}
+    summary = []
+    for which, path in paths.items():
+        meta = dict(read_meta_info(path))
+        env = lmdb.open(path, readonly=True, lock=False)
+        entries = env.stat()['entries']
+        env.close()
+        if entries != len(meta):
+            raise DDSRError(f'{path}: {entries} entries but {len(meta)} lines in meta_info.txt')
+        got = {}
+        for key, img in read_lmdb_images(path):
+            if img.shape != meta[key]:
+                raise DDSRError(f'{path}: {key} decodes to {img.shape}, meta_info.txt says {meta[key]}')
+            got[key] = img.shape
+        shapes[which] = got
+        sizes = sorted({s[:2] for s in got.values()})
+        summary.append(dict(path=path, images=len(got), min_hw=sizes[0], max_hw=sizes[-1],
+                            mbytes=osp.getsize(osp.join(path, 'data.mdb')) / 2**20))
+    hr = shapes.get('HR', {})
+    for which, got in shapes.items():
+        if which == 'HR':
+            continue
+        if set(got) != set(hr):
+            raise DDSRError(f'{paths[which]}: keys differ from {paths["HR"]}')
+        bad = [k for k, s in got.items() if (s[0] * which, s[1] * which) != hr[k][:2]]
+        if bad:
+            raise DDSRError(f'{paths[which]}: {bad[0]} is not HR / {which}')
+    return summary
+
+
+def make_lmdbs(hr: str, out: str, scales: Sequence[int] = (2, 3, 4), lr_dirs: Optional[Dict[int, str]] = None,
+               crop_size: Optional[int] = None, step: Optional[int] = None, thresh_size: int = 0,
+               mod: Optional[int] = None, overwrite: bool = False, compress_level: int = 1,
+               progress: bool = True) -> List[Dict]:
+    """Build ``<out>/HR.lmdb`` and ``<out>/LR_bicubic_X<s>.lmdb`` from the HR folder ``hr``.
+
+    HR images are modcropped to ``mod`` (default: lcm of the scales, so one HR set serves every scale); LR is read
+    from ``lr_dirs[s]`` (same file stems) or generated with BasicSR's MATLAB-bicubic ``imresize``. With
+    ``crop_size``, images are split into sub-images on BasicSR's extract_subimages grid (``crop_size``, ``step``,
+    ``thresh_size`` for HR, each divided by s for LR; keys ``<stem>_s001``...), else stored whole (test sets).
+    Everything is built in a temporary folder inside ``out``, verified (:func:`verify_lmdbs`) and only then renamed
+    into place. Existing outputs are an error unless ``overwrite``. Returns the verification summary.
+    """
+    lr_dirs = dict(lr_dirs or {})
+    scales = sorted({int(s) for s in scales})
+    step = crop_size // 2 if crop_size is not None and step is None else step
+    _check_args(hr, scales, lr_dirs, crop_size, step or 0, thresh_size)
+    names = list_images(hr)
+    if not names:
+        raise DDSRError(f'no images in HR folder {hr}')
+    keys = [lmdb_key(n) for n in names]
+    if len(set(keys)) != len(keys):
+        raise DDSRError(f'{hr}: file names collide as LMDB keys (dots become "_")')
+    targets = lmdb_targets(out, scales)
+    existing = [p for p in targets.values() if osp.exists(p)]
+    if existing and not overwrite:
+        raise DDSRError(f'{existing[0]} already exists (pass --overwrite to replace it)')
+    mod = int(np.lcm.reduce(scales)) if mod is None else mod
+    os.makedirs(out, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.make-lmdb-', dir=out)
+    try:
+        tmp_paths = {which: osp.join(tmp, osp.basename(path)) for which, path in targets.items()}
+        for which, path in tmp_paths.items():
+            scale = None if which == 'HR' else which
+            items = _pair_items(hr, names, scale, lr_dirs.get(scale), mod, crop_size, step, thresh_size)
+            total = len(names) if crop_size is None else None
+            bar = tqdm(items, desc=osp.basename(path), total=total, unit='img', disable=not progress)
+            write_lmdb(path, bar, compress_level)
+        summary = verify_lmdbs(tmp_paths)
+        for which, path in targets.items():
+            if osp.exists(path):
+                shutil.rmtree(path)
+            os.replace(tmp_paths[which], path)
+        for row, path in zip(summary, targets.values()):
+            row['path'] = path
+        return summary
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
