@@ -17,7 +17,7 @@ from ddsr.errors import DDSRError
 
 PHASES = ('train', 'test')
 USAGE = 'usage: basicsr {train,test} -opt OPTION.yml [--launcher {none,pytorch,slurm}] [--auto_resume] ' \
-        '[--debug] [--force_yml KEY=VALUE ...]'
+        '[--debug] [--force_yml KEY=VALUE ...] [--archive]'
 
 
 def _fail(err: Exception) -> int:
@@ -27,12 +27,12 @@ def _fail(err: Exception) -> int:
 
 def run_pipeline(phase: str, args: List[str]) -> int:
     """Run BasicSR's train or test pipeline on ``args`` (BasicSR's own flags) with the cwd as root."""
-    from ddsr.preflight import check_options
+    from ddsr.preflight import ARCHIVE_FLAG, check_options
     args = [arg.replace('--local-rank', '--local_rank') for arg in args]  # torch.distributed.launch spelling
     root = os.getcwd()
     try:
         check_options(phase, args, root)
-        sys.argv = [f'basicsr {phase}'] + args
+        sys.argv = [f'basicsr {phase}'] + [arg for arg in args if arg != ARCHIVE_FLAG]
         if phase == 'train':
             from basicsr.train import train_pipeline
             train_pipeline(root)

@@ -15,7 +15,9 @@ documented here (see also DESIGN.md section 4):
    ``param_key_*`` ``params_ema`` into ``params``. Frozen networks (the teacher ``network_t``) keep both.
 6. Distributed: ``--launcher pytorch`` hard-codes NCCL and CUDA devices; on a CPU-only machine we fall back
    to gloo and wrap models in DDP without ``device_ids``.
-7. Registration is idempotent for the same class (re-import, reload); a different class under an existing
+7. Checkpoints and training states saved by BasicSR's ``BaseModel`` are written atomically (temp file, fsync,
+   ``os.replace``): a kill at any moment leaves the previous or the new file, never a truncated one.
+8. Registration is idempotent for the same class (re-import, reload); a different class under an existing
    name still raises as in BasicSR. Unknown names raise :class:`ddsr.errors.UnknownTypeError` listing close names.
 """
 import collections
@@ -23,6 +25,8 @@ import difflib
 import glob
 import os
 import sys
+import tempfile
+import types
 import warnings
 from os import path as osp
 from typing import Optional
@@ -137,6 +141,32 @@ def load_resume_state(opt: dict) -> Optional[dict]:
     return resume_state
 
 
+def atomic_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return torch.save(obj, path)
+    folder = osp.dirname(osp.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class _TorchWithAtomicSave(types.ModuleType):
+    """Stands in for ``torch`` inside ``basicsr.models.base_model`` so its ``torch.save`` calls are atomic."""
+    save = staticmethod(atomic_save)
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
 def _init_dist_pytorch(backend: str = 'nccl', **kwargs) -> None:
     import torch.distributed as dist
     rank = int(os.environ['RANK'])
@@ -162,7 +192,9 @@ def _model_to_device(self, net):
 def _patch_basicsr_modules() -> None:
     import basicsr.train
     import basicsr.utils.dist_util
+    import basicsr.models.base_model as base_model
     from basicsr.models.base_model import BaseModel
+    base_model.torch = _TorchWithAtomicSave('torch')
     basicsr.train.load_resume_state = load_resume_state
     basicsr.utils.dist_util._init_dist_pytorch = _init_dist_pytorch
     BaseModel.model_to_device = _model_to_device

@@ -1,10 +1,12 @@
 """Checks of an option file before BasicSR runs it, so bad input is one clear line (exit 2), not a traceback.
 
 It checks that the file exists and parses, that the keys BasicSR needs are there, that every ``type:`` is
-registered, and that every data path and pretrained checkpoint exists. Data paths under the demo root
+registered, that every data path and pretrained checkpoint exists, and that a training run would not silently
+archive an experiment that has training states. Data paths under the demo root
 (``datasets/demo``) are built on first use instead of failing.
 """
 import argparse
+import os
 from os import path as osp
 from typing import List, Tuple
 
@@ -18,6 +20,7 @@ from ddsr.errors import DDSRError
 REQUIRED = {'train': ('name', 'model_type', 'num_gpu', 'datasets', 'network_g', 'path', 'train', 'logger'),
             'test': ('name', 'model_type', 'num_gpu', 'datasets', 'network_g', 'path')}
 NOT_LOSSES = ('scheduler', )
+ARCHIVE_FLAG = '--archive'  # ddsr's own flag, removed before BasicSR parses the arguments
 
 
 def option_path(args: List[str]) -> str:
@@ -89,6 +92,17 @@ def _check_paths(path: str, opt: dict, root: str) -> None:
         raise DDSRError(f'{path}: {key}: path does not exist: {value}')
 
 
+def _check_no_silent_archive(path: str, opt: dict, args: List[str], root: str) -> None:
+    name = opt['name']
+    if '--debug' in args and not str(name).startswith('debug'):
+        name = f'debug_{name}'
+    states = osp.join(root, 'experiments', str(name), 'training_states')
+    has_states = osp.isdir(states) and any(f.endswith('.state') for f in os.listdir(states))
+    if has_states and '--auto_resume' not in args and ARCHIVE_FLAG not in args and not (opt.get('path') or {}).get('resume_state'):
+        raise DDSRError(f'{path}: experiments/{name} already has training states; continue it with --auto_resume, '
+                        f'or start over with {ARCHIVE_FLAG} (BasicSR renames the old run to *_archived_*)')
+
+
 def check_options(phase: str, args: List[str], root: str) -> dict:
     """Validate the option file named by ``-opt`` in ``args`` for ``phase`` ('train' or 'test')."""
     path = option_path(args)
@@ -100,4 +114,6 @@ def check_options(phase: str, args: List[str], root: str) -> dict:
     for key, section, registry in _typed_sections(opt):
         _check_type(path, key, section, registry)
     _check_paths(path, opt, root)
+    if phase == 'train':
+        _check_no_silent_archive(path, opt, args, root)
     return opt
