@@ -70,10 +70,10 @@ def folder_to_lmdb(folder: str, lmdb_path: str, names: Sequence[str] = None) -> 
 
 
 def read_image(path: str) -> np.ndarray:
-    """Read an image as 3-channel BGR uint8 (grey is replicated, alpha dropped); raises OSError if unreadable."""
+    """Read an image as 3-channel BGR uint8 (grey is replicated, alpha dropped); DDSRError if unreadable."""
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
-        raise OSError(f'could not read image {path}')
+        raise DDSRError(f'could not read image {path}')
     return img
 
 

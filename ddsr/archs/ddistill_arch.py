@@ -1,0 +1,296 @@
+"""DDistill-SR (Wang et al., 2023; icandle/DDistill-SR): reparameterized dynamic distillation network.
+
+State_dict keys equal the official release in both forms (train: DBB branches; deploy: ``dbb_reparam``), so the
+released ``DDistill-SRx4_inference.pth`` loads into ``DDistillSR(upscale=4, deploy=True)`` with ``strict=True``.
+Building blocks (paper section 3):
+
+- RDU (reparameterized dynamic unit): ``out = act(a(x) * S(x) + D(x))``, also returns ``D(x)``. ``S`` is a static
+  DBB conv (4 branches fused into one kxk at deploy), ``a`` per-channel input-dependent weights, ``D`` a dynamic
+  low-rank branch (:class:`DynamicBranch`).
+- DFDB (dynamic feature distillation block): RFDN-style distillation with RDUs, a gated fusion of the units'
+  dynamic residuals and ESA.
+- DDF (dynamic distillation fusion): the same gated fusion of the blocks' residuals at network level.
+"""
+from typing import Dict, Tuple
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ddsr.archs.dbb import DiverseBranchBlock
+from ddsr.archs.reparam import Reparameterizable, fuse_bn, make_fused_conv
+
+
+def hard_sigmoid(x: Tensor) -> Tensor:
+    """``ReLU6(x + 3) / 3`` (range [0, 2]), the gate of the dynamic branch."""
+    return F.relu6(x + 3.) / 3.
+
+
+class SqueezeGate(nn.Module):
+    """``z * hsig(W z)``: the small squeeze-excitation on the pooled descriptor (key ``fc.0``)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(channels, channels, bias=False))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return z * hard_sigmoid(self.fc(z))
+
+
+class DynamicBranch(nn.Module):
+    """Dynamic part of an RDU (dynamic convolution decomposition, DCD-style), returns ``(a, D)``.
+
+    ``y = GAP(x)``, ``z = SE(W_fc y)`` (C -> s, s = max(C, d^2) // 16), ``Phi = reshape(W_phi z)`` (d x d),
+    ``a = hsig(W_scale z)`` (one weight per output channel), ``Q = BN2d(q(x))`` (1x1 C -> d),
+    ``Q' = BN1d(Phi Q) + Q``, ``D = p(Q')`` (1x1 d -> C_out).
+
+    After :meth:`fold_bn` (eval only, exact): ``bn1`` lives in ``q``'s bias, ``bn2``'s scale in ``fc_phi``'s rows and
+    its shift in ``p``'s bias, and ``D = (W_p (Phi' + I)) Q + b_p`` is one batched matmul per sample.
+
+    Args:
+        in_ch (int): Input channels C.
+        out_ch (int): Output channels.
+        dim (int): Rank d of the dynamic matrix.
+        fold_bn (bool): Build the folded form (no BN layers, biased q and p).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, dim: int, fold_bn: bool = False) -> None:
+        super().__init__()
+        self.dim = dim
+        squeeze = max(in_ch, dim * dim) // 16
+        self.q = nn.Conv2d(in_ch, dim, 1, bias=fold_bn)
+        self.p = nn.Conv2d(dim, out_ch, 1, bias=fold_bn)
+        if not fold_bn:
+            self.bn1 = nn.BatchNorm2d(dim)
+            self.bn2 = nn.BatchNorm1d(dim)
+        self.fc = nn.Sequential(nn.Linear(in_ch, squeeze, bias=False), SqueezeGate(squeeze))
+        self.fc_phi = nn.Linear(squeeze, dim * dim, bias=False)
+        self.fc_scale = nn.Linear(squeeze, out_ch, bias=False)
+
+    @property
+    def folded(self) -> bool:
+        return not hasattr(self, 'bn1')
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        b, _, h, w = x.shape
+        z = self.fc(x.mean((2, 3)))
+        phi = self.fc_phi(z).view(b, self.dim, self.dim)
+        scale = hard_sigmoid(self.fc_scale(z)).view(b, -1, 1, 1)
+        if self.folded:
+            eye = torch.eye(self.dim, dtype=phi.dtype, device=phi.device)
+            mix = torch.matmul(self.p.weight.flatten(1), phi + eye)  # (b, C_out, d)
+            res = torch.baddbmm(self.p.bias.view(1, -1, 1), mix, self.q(x).flatten(2))
+            return scale, res.view(b, -1, h, w)
+        q = self.bn1(self.q(x)).flatten(2)
+        q = self.bn2(torch.matmul(phi, q)) + q
+        return scale, self.p(q.view(b, self.dim, h, w))
+
+    @torch.no_grad()
+    def fold_bn(self) -> None:
+        """Fold the eval-mode ``bn1``/``bn2`` into ``q``, ``fc_phi`` and ``p`` (outputs unchanged; idempotent)."""
+        if self.folded:
+            return
+        self.q = make_fused_conv(*fuse_bn(self.q.weight, None, self.bn1))
+        std = (self.bn2.running_var + self.bn2.eps).sqrt()
+        gain = self.bn2.weight / std
+        shift = self.bn2.bias - self.bn2.running_mean * gain
+        self.fc_phi.weight.mul_(gain.repeat_interleave(self.dim).unsqueeze(1))  # row i of Phi scaled by gain_i
+        self.p = make_fused_conv(self.p.weight, self.p.weight.flatten(1) @ shift)
+        del self.bn1, self.bn2
+
+
+class DynamicDBB(DiverseBranchBlock):
+    """Static DBB conv modulated by a :class:`DynamicBranch`: returns ``(a * S(x) + D(x), D(x))``.
+
+    Key layout ``dy_branch.*`` then the DBB branches (or ``dbb_reparam``), as released.
+
+    Args:
+        in_ch (int): Input channels.
+        out_ch (int): Output channels.
+        kernel_size (int): Kernel size of the static conv.
+        dyn_dim (int): Rank d of the dynamic branch.
+        deploy (bool): Deploy form of the static conv.
+        fold_bn (bool): Folded (BN-free) dynamic branch; deploy only.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, dyn_dim: int, deploy: bool = False,
+                 fold_bn: bool = False) -> None:
+        super().__init__(in_ch, out_ch, kernel_size, deploy)
+        self.dy_branch = DynamicBranch(in_ch, out_ch, dyn_dim, fold_bn)
+        self._modules = {'dy_branch': self._modules.pop('dy_branch'), **self._modules}  # released key order
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        scale, res = self.dy_branch(x)
+        return scale * super().forward(x) + res, res
+
+
+class RDU(nn.Module):
+    """Reparameterized dynamic unit: ``(act(a * S(x) + D(x)), D(x))``; key prefix ``unit``.
+
+    Args:
+        num_feat (int): Input and output channels.
+        dyn_dim (int): Rank of the dynamic branch.
+        act (bool): Apply LeakyReLU(0.05) to the output (False for the network's ``LR_conv``).
+        deploy (bool): Deploy form.
+        fold_bn (bool): Folded dynamic branch (deploy only).
+    """
+
+    def __init__(self, num_feat: int, dyn_dim: int, act: bool = True, deploy: bool = False,
+                 fold_bn: bool = False) -> None:
+        super().__init__()
+        self.unit = DynamicDBB(num_feat, num_feat, 3, dyn_dim, deploy, fold_bn)
+        self.act = act
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        out, res = self.unit(x)
+        return (F.leaky_relu(out, 0.05) if self.act else out), res
+
+
+class ESA(nn.Module):
+    """RFDN's enhanced spatial attention (f = C / 4), keys conv1, conv_f, conv_max, conv2, conv3, conv3_, conv4.
+
+    ``c = conv1(x)``; ``v = relu(conv_max(maxpool7s3(conv2_s2(c))))``; ``u = conv3_(relu(conv3(v)))``;
+    ``x * sigmoid(conv4(up(u) + conv_f(c)))``. conv2 is unpadded, so H, W >= 15.
+
+    Args:
+        num_feat (int): Channels of the gated features.
+    """
+
+    def __init__(self, num_feat: int) -> None:
+        super().__init__()
+        f = num_feat // 4
+        self.conv1 = nn.Conv2d(num_feat, f, 1)
+        self.conv_f = nn.Conv2d(f, f, 1)
+        self.conv_max = nn.Conv2d(f, f, 3, 1, 1)
+        self.conv2 = nn.Conv2d(f, f, 3, 2, 0)
+        self.conv3 = nn.Conv2d(f, f, 3, 1, 1)
+        self.conv3_ = nn.Conv2d(f, f, 3, 1, 1)
+        self.conv4 = nn.Conv2d(f, num_feat, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c1 = self.conv1(x)
+        v = F.relu(self.conv_max(F.max_pool2d(self.conv2(c1), kernel_size=7, stride=3)))
+        u = self.conv3_(F.relu(self.conv3(v)))
+        u = F.interpolate(u, size=x.shape[-2:], mode='bilinear', align_corners=False)
+        return x * torch.sigmoid(self.conv4(u + self.conv_f(c1)))
+
+
+class DFDB(nn.Module):
+    """Dynamic feature distillation block; returns ``(ESA(F_d + R_b), R_b)``.
+
+    Three steps ``d_i = lrelu(c_i_d(.))`` (1x1 C -> C/2) and ``(r_i, h_i) = c_i_r(.)`` (RDU), ``r4 = c4(r3)``,
+    ``F_d = c5(cat[d1, d2, d3, r4])``; the dynamic residuals are fused as
+    ``R_b = sigmoid(PAconv(F_d)) * conv1x1(cat[x, h1, h2, h3])``.
+
+    Args:
+        num_feat (int): Channels C.
+        dyn_dim (int): Rank of the RDUs' dynamic branches.
+        deploy (bool): Deploy form of the RDUs.
+        fold_bn (bool): Folded dynamic branches (deploy only).
+    """
+
+    def __init__(self, num_feat: int, dyn_dim: int, deploy: bool = False, fold_bn: bool = False) -> None:
+        super().__init__()
+        dc = num_feat // 2
+        for i in (1, 2, 3):
+            self.add_module(f'c{i}_d', nn.Conv2d(num_feat, dc, 1))
+            self.add_module(f'c{i}_r', RDU(num_feat, dyn_dim, True, deploy, fold_bn))
+        self.c4 = nn.Conv2d(num_feat, dc, 1)
+        self.c5 = nn.Conv2d(4 * dc, num_feat, 1)
+        self.PAconv = nn.Conv2d(num_feat, num_feat, 1)
+        self.conv1x1 = nn.Conv2d(4 * num_feat, num_feat, 1)
+        self.esa = ESA(num_feat)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        distilled, residuals, r = [], [x], x
+        for i in (1, 2, 3):
+            distilled.append(F.leaky_relu(getattr(self, f'c{i}_d')(r), 0.05))
+            r, res = getattr(self, f'c{i}_r')(r)
+            residuals.append(res)
+        fused = self.c5(torch.cat(distilled + [self.c4(r)], 1))
+        res = torch.sigmoid(self.PAconv(fused)) * self.conv1x1(torch.cat(residuals, 1))
+        return self.esa(fused + res), res
+
+
+@ARCH_REGISTRY.register()
+class DDistillSR(Reparameterizable):
+    """DDistill-SR: 4 DFDBs, DDF fusion, RDU ``LR_conv``, pixel-shuffle upsampler with a 3x3 refinement conv.
+
+    ``F0 = fea_conv(x)``; ``(B_i, R_i) = DFDB_i(B_{i-1})``; ``Rc = lrelu0.1(cres(cat R))``,
+    ``Bc = lrelu0.1(c(cat B))``; ``L = LR_conv(Bc + sigmoid(PAconv(Bc)) * Rc) + F0``;
+    ``y = clamp(conv1(PixelShuffle(conv0(L))), 0, 1)``. Input RGB in [0, 1].
+
+    Args:
+        num_in_ch (int): Input channels. Default: 3.
+        num_out_ch (int): Output channels. Default: 3.
+        num_feat (int): Feature channels (official: 56). Default: 56.
+        dyn_dim (int): Rank L of the dynamic branches (official: 16). Default: 16.
+        upscale (int): Upscale factor (2, 3, 4; official releases for each). Default: 4.
+        deploy (bool): Deploy form (fused ``dbb_reparam`` convs, released inference keys). Default: False.
+        fold_bn (bool): Deploy form with the dynamic branches' BNs folded (CPU-faster; own key layout). Default:
+            False.
+    """
+
+    num_block = 4
+
+    def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 56, dyn_dim: int = 16,
+                 upscale: int = 4, deploy: bool = False, fold_bn: bool = False) -> None:
+        super().__init__()
+        if fold_bn and not deploy:
+            raise ValueError('fold_bn=True needs deploy=True (folding uses eval-mode BN statistics)')
+        self.kwargs = dict(num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, dyn_dim=dyn_dim,
+                           upscale=upscale)
+        self.deploy, self.fold_bn, self.upscale = deploy, fold_bn, upscale
+        self.fea_conv = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        for i in range(1, self.num_block + 1):
+            self.add_module(f'B{i}', DFDB(num_feat, dyn_dim, deploy, fold_bn))
+        self.PAconv = nn.Conv2d(num_feat, num_feat, 1)
+        self.cres = nn.Sequential(nn.Conv2d(self.num_block * num_feat, num_feat, 1), nn.LeakyReLU(0.1))
+        self.c = nn.Sequential(nn.Conv2d(self.num_block * num_feat, num_feat, 1), nn.LeakyReLU(0.1))
+        self.LR_conv = RDU(num_feat, dyn_dim, False, deploy, fold_bn)
+        upsampler = nn.Sequential(
+            nn.Conv2d(num_feat, num_out_ch * upscale * upscale, 3, 1, 1), nn.PixelShuffle(upscale),
+            nn.Conv2d(num_out_ch, num_out_ch, 3, 1, 1))
+        self.add_module(f'upsamplerx{upscale}', upsampler)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feat = self.fea_conv(x)
+        outs, residuals, out = [], [], feat
+        for i in range(1, self.num_block + 1):
+            out, res = getattr(self, f'B{i}')(out)
+            outs.append(out)
+            residuals.append(res)
+        res = self.cres(torch.cat(residuals, 1))
+        out = self.c(torch.cat(outs, 1))
+        low, _ = self.LR_conv(out + torch.sigmoid(self.PAconv(out)) * res)
+        return getattr(self, f'upsamplerx{self.upscale}')(low + feat).clamp(0, 1)
+
+    def switch_to_deploy(self, fold_bn: bool = False) -> None:
+        """Fuse every RDU's DBB branches into ``dbb_reparam`` in place (eval mode, idempotent).
+
+        Args:
+            fold_bn (bool): Also fold the dynamic branches' BNs (:meth:`fold_dynamic_bn`). Default: False.
+        """
+        self.eval()
+        with torch.no_grad():
+            for module in list(self.modules()):
+                if isinstance(module, DiverseBranchBlock):
+                    module.switch_to_deploy()
+        self.deploy = True
+        if fold_bn:
+            self.fold_dynamic_bn()
+
+    def fold_dynamic_bn(self) -> None:
+        """Fold every dynamic branch's eval-mode BNs into its linear layers (deploy form only; exact)."""
+        if not self.deploy:
+            raise RuntimeError('fold_dynamic_bn needs the deploy form: call switch_to_deploy() first')
+        self.eval()
+        for module in self.modules():
+            if isinstance(module, DynamicBranch):
+                module.fold_bn()
+        self.fold_bn = True
+
+    def config(self) -> Dict:
+        """Self-describing config ``{'type': 'DDistillSR', **kwargs}`` that rebuilds this network's form."""
+        return {'type': 'DDistillSR', **self.kwargs, 'deploy': self.deploy, 'fold_bn': self.fold_bn}

@@ -1,0 +1,122 @@
+"""Networks to benchmark, described as BasicSR does: a ``network_g`` dict (``type`` + kwargs) and optional weights.
+
+Sources: a BasicSR option file (``network_g``, ``path.pretrain_network_g``, ``path.param_key_g``,
+``path.strict_load_g``, ``scale``), an arch name + kwargs, or a model list file (YAML: ``models:`` entries with
+``name``, ``network_g``, optional ``pretrain``, ``deploy_pretrain``, ``param_key``, ``strict``, ``scale``).
+``deploy_pretrain`` is a checkpoint of the deploy form (e.g. an official reparameterized release): the network is
+built as given (train form, for the efficiency table) and quality is measured on its deploy form with these weights.
+"""
+import copy
+from dataclasses import dataclass, field
+from os import path as osp
+from typing import Dict, List, Optional
+
+import torch
+import yaml
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from ddsr.errors import DDSRError, UnknownTypeError
+
+
+@dataclass
+class ModelSpec:
+    """One network to benchmark."""
+    name: str
+    network: Dict
+    weights: Optional[str] = None
+    deploy_weights: Optional[str] = None
+    param_key: str = 'params'
+    strict: bool = True
+    scale: Optional[int] = None
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def upscale(self) -> int:
+        return int(self.scale or self.network.get('upscale') or self.network.get('scale') or 4)
+
+
+def is_registered(arch_type: str) -> bool:
+    return arch_type in ARCH_REGISTRY
+
+
+def build_network(spec: ModelSpec) -> nn.Module:
+    """Instantiate ``spec.network`` from the ARCH registry and load ``spec.weights`` (if any)."""
+    cfg = copy.deepcopy(spec.network)
+    arch_type = cfg.pop('type', None)
+    if arch_type is None:
+        raise DDSRError(f'{spec.name}: network has no "type"')
+    if not is_registered(arch_type):
+        raise UnknownTypeError(f'{spec.name}: network type {arch_type!r} is not registered')
+    net = ARCH_REGISTRY.get(arch_type)(**cfg)
+    if spec.weights:
+        load_weights(net, spec.weights, spec.param_key, spec.strict)
+    return net.eval()
+
+
+def build_for_quality(spec: ModelSpec) -> nn.Module:
+    """The network whose outputs are scored: with ``weights``, or its deploy form with ``deploy_weights``."""
+    net = build_network(spec)
+    if spec.deploy_weights:
+        if not hasattr(net, 'switch_to_deploy'):
+            raise DDSRError(f'{spec.name}: deploy_pretrain given but {spec.network["type"]} has no deploy form')
+        if not getattr(net, 'deploy', False):
+            net.switch_to_deploy()
+        load_weights(net, spec.deploy_weights, spec.param_key, spec.strict)
+    return net.eval()
+
+
+def load_weights(net: nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> None:
+    """Load a BasicSR checkpoint (``param_key``, else ``params_ema``/``params``) or a plain state_dict."""
+    if not osp.isfile(path):
+        raise DDSRError(f'weights not found: {path}')
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    for key in (param_key, 'params_ema', 'params'):
+        if key and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+    try:
+        net.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        raise DDSRError(f'{path} does not fit the network: {" ".join(str(err).split())[:300]}') from err
+
+
+def spec_from_option_file(path: str) -> ModelSpec:
+    """ModelSpec of the ``network_g`` (and its pretrained weights) of a BasicSR option file."""
+    if not osp.isfile(path):
+        raise DDSRError(f'option file not found: {path}')
+    with open(path) as f:
+        opt = yaml.safe_load(f) or {}
+    if 'network_g' not in opt:
+        raise DDSRError(f'{path}: no network_g')
+    paths = opt.get('path') or {}
+    return ModelSpec(name=opt.get('name', osp.splitext(osp.basename(path))[0]), network=opt['network_g'],
+                     weights=paths.get('pretrain_network_g'), param_key=paths.get('param_key_g', 'params'),
+                     strict=paths.get('strict_load_g', True), scale=opt.get('scale'))
+
+
+def specs_from_model_list(path: str, root: Optional[str] = None) -> List[ModelSpec]:
+    """ModelSpecs of a model list file; ``pretrain`` paths are relative to ``root`` (default: the file's folder).
+    Entries whose arch is not registered, or whose weights are missing, are kept with a note (callers skip them
+    or drop the weights)."""
+    if not osp.isfile(path):
+        raise DDSRError(f'model list not found: {path}')
+    with open(path) as f:
+        doc = yaml.safe_load(f) or {}
+    root = osp.dirname(osp.abspath(path)) if root is None else root
+    specs = []
+    for idx, entry in enumerate(doc.get('models') or []):
+        if 'network_g' not in entry or 'name' not in entry:
+            raise DDSRError(f'{path}: models[{idx}] needs name and network_g')
+        spec = ModelSpec(name=entry['name'], network=entry['network_g'], param_key=entry.get('param_key', 'params'),
+                         strict=entry.get('strict', True), scale=entry.get('scale', doc.get('scale')))
+        for key, attr in (('pretrain', 'weights'), ('deploy_pretrain', 'deploy_weights')):
+            if entry.get(key):
+                weights = osp.join(root, entry[key])
+                if osp.isfile(weights):
+                    setattr(spec, attr, weights)
+                else:
+                    spec.notes.append(f'{key} {weights} missing: no quality numbers')
+        specs.append(spec)
+    return specs

@@ -1,0 +1,163 @@
+"""``ddsr bench efficiency|quality``: params/MACs/activations/runtime/memory, and Y-PSNR/SSIM on test sets."""
+import argparse
+import json
+import os
+from os import path as osp
+from typing import Dict, List, Optional
+
+import torch
+
+from ddsr.bench.efficiency import benchmark_forms
+from ddsr.bench.models import (ModelSpec, build_for_quality, build_network, is_registered, spec_from_option_file,
+                               specs_from_model_list)
+from ddsr.bench.quality import PairedSet, evaluate
+from ddsr.bench.report import EFFICIENCY_COLUMNS, columns_for, format_table, plot_quality_cost, write_csv_json
+from ddsr.errors import DDSRError
+
+NAME = 'bench'
+HELP = 'benchmark networks: `efficiency` (params, MACs, activations, runtime, memory) or `quality` (Y-PSNR/SSIM)'
+QUALITY_COLUMNS = [('name', 'model', '{}'), ('set', 'set', '{}'), ('images', 'images', '{}'),
+                   ('psnr', 'PSNR-Y', '{:.4f}'), ('ssim', 'SSIM-Y', '{:.4f}')]
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group('models (any combination)')
+    group.add_argument('-opt', action='append', default=[], metavar='OPTION.yml',
+                       help='BasicSR option file: network_g (+ path.pretrain_network_g); repeatable')
+    group.add_argument('--arch', help='registered arch type, e.g. EDSR')
+    group.add_argument('--arch-kwargs', default='{}', metavar='JSON', help='constructor kwargs of --arch')
+    group.add_argument('--weights', help='checkpoint for --arch (BasicSR params/params_ema or plain state_dict)')
+    group.add_argument('--name', help='display name for --arch (default: the type)')
+    group.add_argument('--models', metavar='LIST.yml', help='model list (e.g. benchmarks/compare_lightweight.yml)')
+    group = parser.add_argument_group('test sets')
+    group.add_argument('--dataset', nargs=2, action='append', default=[], metavar=('GT', 'LQ'),
+                       help='paired test set: two LMDBs (same keys) or two folders (same stems); repeatable')
+    group.add_argument('--data-root', help='folder of make-lmdb outputs: <root>/<set>/HR.lmdb, LR_bicubic_X<s>.lmdb')
+    group.add_argument('--sets', nargs='+', default=[], help='set names under --data-root (e.g. Set5 Set14)')
+    group.add_argument('--scale', type=int, help='upscale factor (default: from the option file / network)')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='cpu or cuda')
+    parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument('--out', help='folder for CSV/JSON/Markdown (+ PNG plot)')
+    parser.add_argument('--quiet', action='store_true', help='no progress bars')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest='bench', metavar='{efficiency,quality}')
+    eff = sub.add_parser('efficiency', help='params, MACs, activations, convs, runtime, peak memory per form')
+    _add_model_args(eff)
+    eff.add_argument('--size', type=int, nargs=2, default=[256, 256], metavar=('H', 'W'),
+                     help='LR input size for runtime and memory (default 256 256)')
+    eff.add_argument('--count-size', type=int, nargs=2, default=[256, 256], metavar=('H', 'W'),
+                     help='LR input size for MACs and activations (default 256 256, NTIRE ESR)')
+    eff.add_argument('--runs', type=int, default=10, help='timed runs (default 10; 0 skips runtime)')
+    eff.add_argument('--warmup', type=int, default=2, help='untimed warm-up runs (default 2)')
+    eff.add_argument('--no-memory', action='store_true', help='skip the peak memory measurement')
+    qual = sub.add_parser('quality', help='Y-PSNR / SSIM (border = scale) of models on paired LMDB/folder sets')
+    _add_model_args(qual)
+    qual.add_argument('--tile', type=int, help='tiled inference with LR tiles of this size')
+    qual.add_argument('--tile-pad', type=int, default=16, help='LR context around each tile (default 16)')
+
+
+def collect_specs(args: argparse.Namespace) -> List[ModelSpec]:
+    specs = [spec_from_option_file(path) for path in args.opt]
+    if args.arch:
+        try:
+            kwargs = json.loads(args.arch_kwargs)
+        except json.JSONDecodeError as err:
+            raise DDSRError(f'--arch-kwargs is not valid JSON: {err}') from err
+        network = {'type': args.arch, **kwargs}
+        specs.append(ModelSpec(name=args.name or args.arch, network=network, weights=args.weights))
+    if args.models:
+        for spec in specs_from_model_list(args.models):
+            if not is_registered(spec.network['type']):
+                print(f'skipped {spec.name}: arch {spec.network["type"]} is not registered')
+                continue
+            for note in spec.notes:
+                print(f'{spec.name}: {note}')
+            specs.append(spec)
+    if not specs:
+        raise DDSRError('no model given (use -opt, --arch or --models)')
+    if args.scale:
+        for spec in specs:
+            spec.scale = args.scale
+    return specs
+
+
+def collect_sets(args: argparse.Namespace, scale: int) -> List[PairedSet]:
+    sets = []
+    for gt, lq in args.dataset:
+        gt_dir = osp.abspath(gt.rstrip(os.sep))
+        name = osp.basename(osp.dirname(gt_dir)) if osp.basename(gt_dir) == 'HR.lmdb' else osp.basename(gt_dir)
+        sets.append(PairedSet(name, gt, lq))
+    if args.sets and not args.data_root:
+        raise DDSRError('--sets needs --data-root')
+    for name in args.sets:
+        sets.append(PairedSet(name, osp.join(args.data_root, name, 'HR.lmdb'),
+                            osp.join(args.data_root, name, f'LR_bicubic_X{scale}.lmdb')))
+    return sets
+
+
+def _quality(specs: List[ModelSpec], args: argparse.Namespace, tile: Optional[int] = None,
+             tile_pad: int = 16) -> List[Dict]:
+    rows = []
+    for spec in specs:
+        sets = collect_sets(args, spec.upscale)
+        if not sets:
+            raise DDSRError('no test set given (use --dataset GT LQ or --data-root DIR --sets NAMES)')
+        net = build_for_quality(spec)
+        for test_set in sets:
+            res = evaluate(net, test_set, spec.upscale, args.device, tile, tile_pad, progress=not args.quiet,
+                           desc=f'{spec.name} {test_set.name}')
+            rows.append(dict(name=spec.name, **res))
+    return rows
+
+
+def run_efficiency(args: argparse.Namespace) -> int:
+    specs = collect_specs(args)
+    rows = []
+    for spec in specs:
+        net = build_network(spec)
+        for res in benchmark_forms(net, spec.name, input_size=tuple(args.size), count_size=tuple(args.count_size),
+                                   device=args.device, runs=args.runs, warmup=args.warmup,
+                                   memory=not args.no_memory):
+            rows.append(res.as_dict())
+            print(f'measured {spec.name} ({res.form})', flush=True)
+    if args.dataset or args.sets:
+        with_weights = [s for s in specs if s.weights or s.deploy_weights]
+        for qrow in _quality(with_weights, args):
+            for row in rows:
+                if row['name'] == qrow['name']:
+                    row[f'psnr_{qrow["set"]}'], row[f'ssim_{qrow["set"]}'] = qrow['psnr'], qrow['ssim']
+    columns = columns_for(rows, EFFICIENCY_COLUMNS)
+    print(format_table(rows, columns))
+    if args.out:
+        written = write_csv_json(rows, osp.join(args.out, 'efficiency'))
+        with open(osp.join(args.out, 'efficiency.md'), 'w') as f:
+            f.write(format_table(rows, columns, markdown=True) + '\n')
+        written.append(osp.join(args.out, 'efficiency.md'))
+        for key in [k for k, _, _ in columns if k.startswith('psnr_')]:
+            title = f'{key} (Y) vs cost; runtime at {args.size[0]}x{args.size[1]} LR on {args.device}'
+            plot = plot_quality_cost(rows, key, osp.join(args.out, f'{key}_vs_cost.png'), title=title)
+            written += [plot] if plot else []
+        print('wrote ' + ', '.join(written))
+    return 0
+
+
+def run_quality(args: argparse.Namespace) -> int:
+    specs = collect_specs(args)
+    rows = _quality(specs, args, args.tile, args.tile_pad)
+    print(format_table(rows, QUALITY_COLUMNS))
+    if args.out:
+        written = write_csv_json(rows, osp.join(args.out, 'quality'))
+        print('wrote ' + ', '.join(written))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.bench == 'efficiency':
+        return run_efficiency(args)
+    if args.bench == 'quality':
+        return run_quality(args)
+    raise DDSRError('usage: ddsr bench {efficiency,quality} ... (see ddsr bench efficiency -h)')

@@ -1,0 +1,72 @@
+"""``ddsr compress``: dense EDSR / SwinIR checkpoint -> compact EDSRmini / SwinIRmini checkpoint (weights carried over).
+
+Two ways to say what to compress:
+- ``-opt STAGE2.yml``: the stage-2 option file (network_g, path.pretrain_network_g, path.param_key_g, prune.target
+  or prune.ratio); output defaults to experiments/<name>/models/net_g_compact.pth, as ``basicsr train`` writes it;
+- ``--ckpt dense.pth --arch-opt teacher.yml`` (any option file whose network_g describes the checkpoint) with
+  ``--target EDSRmini-default|SwinIRmini-default|arch.yml`` or ``--ratio 0.1``, and ``-o out.pth``.
+"""
+import argparse
+import os
+import os.path as osp
+
+import yaml
+
+from ddsr.compress.compact import compress_state, count_params, load_state, save_compact
+from ddsr.errors import DDSRError
+
+NAME = 'compress'
+HELP = 'carve a compact EDSRmini / SwinIRmini (params + arch) out of a dense EDSR / SwinIR checkpoint'
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('-opt', '--opt', help='stage-2 option YAML (network_g, path.pretrain_network_g, prune.target)')
+    parser.add_argument('--ckpt', help='dense checkpoint (instead of path.pretrain_network_g)')
+    parser.add_argument('--arch-opt', help='option YAML whose network_g describes --ckpt (instead of -opt)')
+    parser.add_argument('--param-key', default=None, help="checkpoint entry to read (default: -opt's or 'params')")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument('--target', help="preset (EDSRmini-default, SwinIRmini-default) or a YAML with network_g/arch")
+    how.add_argument('--ratio', type=float, help='keep at most this fraction of the dense params')
+    parser.add_argument('-o', '--out', help='output checkpoint (default with -opt: experiments/<name>/models/'
+                        'net_g_compact.pth)')
+
+
+def _yaml(path: str) -> dict:
+    if not osp.isfile(path):
+        raise DDSRError(f'option file not found: {path}')
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def run(args: argparse.Namespace) -> int:
+    opt = _yaml(args.opt) if args.opt else {}
+    if args.arch_opt:
+        opt = {**opt, 'network_g': _yaml(args.arch_opt)['network_g']}
+    if 'network_g' not in opt:
+        raise DDSRError('network_g: give -opt or --arch-opt with a network_g section')
+    path_opt = opt.get('path') or {}
+    ckpt = args.ckpt or path_opt.get('pretrain_network_g')
+    if not ckpt or not osp.isfile(ckpt):
+        raise DDSRError(f'--ckpt / path.pretrain_network_g: checkpoint not found: {ckpt}')
+    prune = opt.get('prune') or {}
+    target, ratio = prune.get('target'), prune.get('ratio')
+    if args.target or args.ratio is not None:
+        target, ratio = args.target, args.ratio
+    if isinstance(target, str) and target.endswith(('.yml', '.yaml')):
+        doc = _yaml(target)
+        target = doc.get('network_g', doc.get('arch', doc))
+    if (target is None) == (ratio is None):
+        raise DDSRError('prune.target / --target or prune.ratio / --ratio: give exactly one')
+    out = args.out or (osp.join('experiments', opt['name'], 'models', 'net_g_compact.pth') if 'name' in opt else None)
+    if not out:
+        raise DDSRError('-o/--out: output path needed without -opt')
+    state = load_state(ckpt, args.param_key or path_opt.get('param_key_g', 'params'))
+    try:
+        params, arch = compress_state(state, dict(opt['network_g']), target, ratio)
+    except (ValueError, KeyError) as err:
+        raise DDSRError(f'compress: {err}') from err
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    save_compact(out, params, arch)
+    dense, compact = count_params(dict(opt['network_g'])), count_params(arch)
+    print(f'wrote {out}: {arch}\nparams {dense:,} -> {compact:,} ({100 * (1 - compact / dense):.1f}% fewer)')
+    return 0

@@ -1,0 +1,119 @@
+"""``ddsr upscale``: super-resolve image files (any size, gray/RGB/RGBA, 8/16-bit) with a deploy network."""
+import argparse
+import glob
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List
+
+import torch
+from tqdm import tqdm
+
+from ddsr.compress.inference import (IMAGE_EXTS, Upscaler, auto_upscaler, load_checkpoint_network,
+                                     load_option_network, onnx_upscaler, read_image, torch_upscaler, upscale_array,
+                                     write_png)
+from ddsr.compress.tiling import num_tiles
+from ddsr.errors import DDSRError
+
+NAME = 'upscale'
+HELP = 'super-resolve images (file, folder or glob) with a model (option file, checkpoint or ONNX) into PNGs'
+
+
+def add_network_arguments(parser: argparse.ArgumentParser, onnx: bool = False) -> None:
+    """The network source flags shared by ``upscale`` and ``export``: -opt | --weights [--arch ...] (| --onnx)."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument('-opt', '--opt', help='BasicSR option file: network_g + path.pretrain_network_g')
+    src.add_argument('--weights', help='checkpoint (.pth); self-describing ones need no --arch')
+    if onnx:
+        src.add_argument('--onnx', help='ONNX model written by `ddsr export` (run by onnxruntime)')
+    parser.add_argument('--arch', help='registered arch type for --weights (e.g. DIPNet)')
+    parser.add_argument('--arch-kwargs', default='{}', help='JSON kwargs for --arch, e.g. \'{"upscale": 4}\'')
+    parser.add_argument('--param-key', default='params', help='checkpoint key (falls back to params_ema/params)')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_network_arguments(parser, onnx=True)
+    parser.add_argument('-i', '--input', required=True, help='image file, folder or glob pattern (quote it)')
+    parser.add_argument('-o', '--output', required=True, help='output folder (PNG files, same bit depth and mode)')
+    parser.add_argument('--tile', type=int, default=None, help='tile size in LR px (default: whole image)')
+    parser.add_argument('--tile-overlap', type=int, default=16, help='context per tile side in LR px (default 16)')
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='PyTorch device (default cpu)')
+    parser.add_argument('--backend', default='auto', choices=('auto', 'torch'),
+                        help='auto (default): on CPU run the net through onnxruntime (temporary ONNX export, checked '
+                        'against PyTorch; fastest measured), else PyTorch; torch: PyTorch inference_mode')
+    parser.add_argument('--channels-last', action='store_true', help='--backend torch: channels_last memory format')
+    parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: the library default)')
+    parser.add_argument('--suffix', default='', help='appended to output names, e.g. _x4')
+
+
+def collect_inputs(pattern: str) -> List[Path]:
+    """Image files of a file path, a folder (its image files, sorted) or a glob pattern."""
+    path = Path(pattern)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    elif path.is_file():
+        files = [path]
+    else:
+        files = sorted(Path(p) for p in glob.glob(pattern) if os.path.isfile(p))
+    if not files:
+        raise DDSRError(f'--input {pattern}: no image files')
+    return files
+
+
+def build_network_from_args(args: argparse.Namespace):
+    """``(net, arch)`` of ``-opt`` or ``--weights`` [``--arch``/``--arch-kwargs``/``--param-key``]."""
+    if args.opt:
+        return load_option_network(args.opt)
+    try:
+        kwargs = json.loads(args.arch_kwargs)
+    except json.JSONDecodeError as err:
+        raise DDSRError(f'--arch-kwargs is not JSON: {err}') from None
+    arch = {'type': args.arch, **kwargs} if args.arch else None
+    return load_checkpoint_network(args.weights, arch, args.param_key)
+
+
+def build_upscaler(args: argparse.Namespace) -> Upscaler:
+    if args.onnx:
+        return onnx_upscaler(args.onnx, args.threads)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise DDSRError('--device cuda: CUDA is not available')
+    net = build_network_from_args(args)[0]
+    if args.backend == 'auto':
+        return auto_upscaler(net, args.device, args.threads)
+    return torch_upscaler(net, args.device, args.channels_last)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit code 0 when every image was written; 1 when some failed (listed on stderr); 2 on bad arguments."""
+    if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
+        raise DDSRError(f'--tile {args.tile} must be larger than --tile-overlap {args.tile_overlap} (>= 0)')
+    files = collect_inputs(args.input)
+    out_dir = Path(args.output)
+    resolved = {f.resolve() for f in files}
+    targets = [out_dir / f'{f.stem}{args.suffix}.png' for f in files]
+    if any(f.parent.resolve() == out_dir.resolve() for f in files) or resolved & {t.resolve() for t in targets}:
+        raise DDSRError(f'--output {out_dir} holds input images: choose another folder (inputs are never overwritten)')
+    if len(set(targets)) < len(targets):
+        raise DDSRError('two inputs map to the same output name (same stem, different extension)')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    up = build_upscaler(args)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = []
+    with tqdm(total=len(files), unit='img', file=sys.stderr) as bar:
+        for src, dst in zip(files, targets):
+            try:
+                img = read_image(src)
+                tiles = num_tiles(img.shape[0], img.shape[1], args.tile)
+                bar.set_postfix_str(f'{src.name} ({tiles} tiles)')
+                write_png(dst, upscale_array(up, img, args.tile, args.tile_overlap))
+            except DDSRError as err:
+                failed.append(f'{src}: {err}' if str(src) not in str(err) else str(err))
+            bar.update()
+    print(f"upscaled {len(files) - len(failed)}/{len(files)} images x{up.scale} with {up.info['backend']} "
+          f'into {out_dir}'
+          + (f'; failed: {len(failed)}' if failed else ''))
+    for line in failed:
+        print(f'failed: {line}', file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,101 @@
+"""Dense checkpoint -> compact network with carried-over weights, for every supported family.
+
+Targets: an arch option dict (e.g. exactly the paper's EDSRmini), a named preset ('EDSRmini-default',
+'SwinIRmini-default': the paper's configs at the source's scale), or a parameter ratio (widths = ceil(alpha * live
+channels) per group, alpha found by bisection so that params <= ratio * dense params; ratio 1 removes only
+exactly-zero channels). The compact checkpoint is self-describing: {'params': state, 'arch': {'type': ..., kwargs}}.
+"""
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from ddsr.compress import edsr_compress, swinir_compress
+
+FAMILIES = {'EDSR': edsr_compress, 'EDSRmini': edsr_compress, 'SwinIR': swinir_compress,
+            'SwinIRmini': swinir_compress}
+PRESETS = {'EDSRmini-default': {'type': 'EDSRmini'}, 'SwinIRmini-default': {'type': 'SwinIRmini'}}
+SCALE_KEYS = ('upscale', 'img_size', 'window_size', 'img_range', 'rgb_mean', 'in_chans', 'num_in_ch', 'num_out_ch')
+
+
+def family(arch: Dict):
+    if arch.get('type') not in FAMILIES:
+        raise ValueError(f"arch type '{arch.get('type')}' cannot be compressed (supported: {', '.join(FAMILIES)})")
+    return FAMILIES[arch['type']]
+
+
+def build(arch: Dict) -> nn.Module:
+    """The network of an arch option ({'type': name, **kwargs}) from BasicSR's registry."""
+    return ARCH_REGISTRY.get(arch['type'])(**{k: v for k, v in arch.items() if k != 'type'})
+
+
+def count_params(arch: Dict) -> int:
+    return sum(p.numel() for p in build(arch).parameters())
+
+
+def resolve_target(src_arch: Dict, target: Union[str, Dict]) -> Dict:
+    """Target arch option: a preset name or a dict; scale-bound keys the target leaves out come from the source."""
+    if isinstance(target, str):
+        if target not in PRESETS:
+            raise ValueError(f"unknown target preset '{target}' (known: {', '.join(PRESETS)})")
+        target = PRESETS[target]
+    fam = family(src_arch)
+    if family(target) is not fam:
+        raise ValueError(f"target type '{target['type']}' is not in the family of '{src_arch['type']}'")
+    inherited = {k: src_arch[k] for k in SCALE_KEYS if k in src_arch and k not in target}
+    return {**target, **inherited}
+
+
+def ratio_target(state: Dict[str, torch.Tensor], src_arch: Dict, ratio: float, steps: int = 20) -> Dict:
+    """Largest alpha in (0, 1] whose config has <= ratio * dense params (bisection); the normalized target."""
+    fam = family(src_arch)
+    src = fam.normalize(src_arch)
+    sc = fam.scores(state, src)
+    budget = ratio * count_params(src_arch)
+    lo, hi = 0.0, 1.0
+    best = fam.config_for_alpha(src, sc, 1e-6)
+    if count_params(fam.compact_arch(fam.config_for_alpha(src, sc, 1.0))) <= budget:
+        return fam.config_for_alpha(src, sc, 1.0)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        cfg = fam.config_for_alpha(src, sc, mid)
+        if count_params(fam.compact_arch(cfg)) <= budget:
+            lo, best = mid, cfg
+        else:
+            hi = mid
+    return best
+
+
+def compress_state(state: Dict[str, torch.Tensor], src_arch: Dict, target: Union[str, Dict, None] = None,
+                   ratio: Optional[float] = None) -> Tuple[Dict[str, torch.Tensor], Dict]:
+    """(compact state dict, compact arch option) from a dense ``state`` of ``src_arch`` (give target or ratio)."""
+    if (target is None) == (ratio is None):
+        raise ValueError('give exactly one of target and ratio')
+    fam = family(src_arch)
+    src = fam.normalize(src_arch)
+    tgt = fam.normalize(resolve_target(src_arch, target)) if target is not None else ratio_target(
+        state, src_arch, ratio)
+    arch = fam.compact_arch(tgt)
+    params = fam.compress(state, src, tgt)
+    net = build(arch)
+    full = net.state_dict()
+    missing = set(params) ^ {k for k, _ in net.named_parameters()}
+    if missing:
+        raise RuntimeError(f'compressor produced mismatched keys: {sorted(missing)[:5]}')
+    full.update(params)
+    net.load_state_dict(full, strict=True)
+    return net.state_dict(), arch
+
+
+def load_state(path: str, param_key: Optional[str] = 'params') -> Dict[str, torch.Tensor]:
+    """State dict from a BasicSR checkpoint (``param_key`` entry when present, else the file itself)."""
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    if param_key and isinstance(ckpt, dict) and param_key in ckpt:
+        return ckpt[param_key]
+    return ckpt.get('params', ckpt) if isinstance(ckpt, dict) else ckpt
+
+
+def save_compact(path: str, state: Dict[str, torch.Tensor], arch: Dict) -> None:
+    """Self-describing checkpoint: BasicSR loads 'params' (and 'params_ema'); 'arch' rebuilds the network."""
+    torch.save({'params': state, 'params_ema': state, 'arch': arch}, path)

@@ -1,0 +1,117 @@
+"""Channel / block compression of BasicSR EDSR-family networks (EDSR, EDSRmini) into an EDSRmini.
+
+Dependency groups (each pruned with one keep-index list):
+- trunk: conv_first out, every block's conv2 out, conv_after_body out/in, block conv1 in, upsample.0 in;
+- mid of block i: conv1 out = conv2 in;
+- upsample stage s: post-shuffle channel c = conv rows c*r^2..c*r^2+r^2-1 (PixelShuffle groups) = next conv in;
+- blocks: a dropped residual block becomes the identity.
+Ranking: group L2 norm over producers and consumers; a channel whose producers are exactly zero ranks last
+(removing it is exact). conv2 is rescaled by res_scale_src / res_scale_tgt so the block output is preserved.
+"""
+import math
+from typing import Dict, List
+
+import torch
+
+from ddsr.compress.importance import group_scores, keep_top
+from ddsr.compress.slicing import shuffle_groups, take
+
+DEFAULTS = dict(num_in_ch=3, num_out_ch=3, upscale=4, res_scale=1, img_range=255., rgb_mean=[0.4488, 0.4371, 0.4040])
+MINI_DEFAULTS = dict(num_feat=16, num_block=8, res_scale=2)
+
+
+def normalize(arch: Dict) -> Dict:
+    """Full EDSRmini kwargs (explicit block / upsample widths) of an EDSR or EDSRmini arch option."""
+    kw = {k: v for k, v in arch.items() if k != 'type'}
+    if arch.get('type') == 'EDSRmini':
+        kw = {**DEFAULTS, 'upscale': 2, **MINI_DEFAULTS, **kw}
+    else:
+        kw = {**DEFAULTS, 'num_feat': 64, 'num_block': 16, **kw}
+    kw['rgb_mean'] = list(kw['rgb_mean'])
+    kw['block_channels'] = list(kw.get('block_channels') or [kw['num_feat']] * kw['num_block'])
+    stages = 1 if kw['upscale'] == 3 else int(math.log2(kw['upscale']))
+    kw['upsample_channels'] = list(kw.get('upsample_channels') or [kw['num_feat']] * stages)
+    return kw
+
+
+def compact_arch(kw: Dict) -> Dict:
+    """EDSRmini arch option, dropping width lists that equal num_feat everywhere."""
+    out = {'type': 'EDSRmini', **kw}
+    for key in ('block_channels', 'upsample_channels'):
+        if all(c == kw['num_feat'] for c in kw[key]):
+            out.pop(key)
+    return out
+
+
+def _ratio(kw: Dict) -> int:
+    return 3 if kw['upscale'] == 3 else 2
+
+
+def scores(state: Dict[str, torch.Tensor], kw: Dict) -> Dict:
+    """Ranking scores and producer-only ('alive' test) scores of every group."""
+    nf, blocks, ups, r = kw['num_feat'], range(kw['num_block']), kw['upsample_channels'], _ratio(kw)
+    prod = [(state['conv_first.weight'], 0), (state['conv_first.bias'], 0), (state['conv_after_body.weight'], 0),
+            (state['conv_after_body.bias'], 0)] + [(state[f'body.{i}.conv2.{p}'], 0) for i in blocks
+                                                     for p in ('weight', 'bias')]
+    cons = [(state['conv_after_body.weight'], 1), (state['upsample.0.weight'], 1)]
+    cons += [(state[f'body.{i}.conv1.weight'], 1) for i in blocks]
+    out = {'trunk': _rank(group_scores(prod, nf), group_scores(prod + cons, nf))}
+    out['mid'] = []
+    for i, c in zip(blocks, kw['block_channels']):
+        p = [(state[f'body.{i}.conv1.weight'], 0), (state[f'body.{i}.conv1.bias'], 0)]
+        out['mid'].append(_rank(group_scores(p, c), group_scores(p + [(state[f'body.{i}.conv2.weight'], 1)], c)))
+    conv2 = torch.stack([state[f'body.{i}.conv2.weight'].float().norm().cpu() for i in blocks])
+    out['block'] = torch.where(torch.stack([m['alive'].any() for m in out['mid']]), conv2, torch.tensor(-1.))
+    out['up'] = []
+    for s, c in enumerate(ups):
+        w, b = state[f'upsample.{2 * s}.weight'], state[f'upsample.{2 * s}.bias']
+        nxt = state[f'upsample.{2 * s + 2}.weight'] if s + 1 < len(ups) else state['conv_last.weight']
+        p = [(w.reshape(c, r * r, *w.shape[1:]), 0), (b.reshape(c, r * r), 0)]
+        out['up'].append(_rank(group_scores(p, c), group_scores(p + [(nxt, 1)], c)))
+    return out
+
+
+def _rank(producer: torch.Tensor, full: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Ranking score = full group norm, forced to -1 where the producers are exactly zero."""
+    return {'alive': producer > 0, 'score': torch.where(producer > 0, full, torch.full_like(full, -1.))}
+
+
+def config_for_alpha(kw: Dict, sc: Dict, alpha: float) -> Dict:
+    """Target widths = ceil(alpha * alive channels) per group; blocks with no live channel are dropped."""
+    width = lambda a: max(1, math.ceil(alpha * int(a.sum())))  # noqa: E731
+    live_blocks = [i for i, m in enumerate(sc['mid']) if bool(m['alive'].any())]
+    return {**kw, 'num_feat': width(sc['trunk']['alive']), 'num_block': len(live_blocks),
+            'block_channels': [width(sc['mid'][i]['alive']) for i in live_blocks],
+            'upsample_channels': [width(u['alive']) for u in sc['up']]}
+
+
+def compress(state: Dict[str, torch.Tensor], src: Dict, tgt: Dict) -> Dict[str, torch.Tensor]:
+    """State dict of the EDSRmini ``tgt`` (normalized kwargs) carved out of the ``src`` network's ``state``."""
+    if src['upscale'] != tgt['upscale']:
+        raise ValueError(f"upscale differs: source x{src['upscale']}, target x{tgt['upscale']}")
+    sc = scores(state, src)
+    trunk = keep_top(sc['trunk']['score'], tgt['num_feat'])
+    blocks = keep_top(sc['block'], tgt['num_block'])
+    fold = src['res_scale'] / tgt['res_scale']
+    out = {
+        'conv_first.weight': take(state['conv_first.weight'], {0: trunk}),
+        'conv_first.bias': take(state['conv_first.bias'], {0: trunk}),
+        'conv_after_body.weight': take(state['conv_after_body.weight'], {0: trunk, 1: trunk}),
+        'conv_after_body.bias': take(state['conv_after_body.bias'], {0: trunk}),
+    }
+    for j, (i, c) in enumerate(zip(blocks, tgt['block_channels'])):
+        mid = keep_top(sc['mid'][i]['score'], c)
+        out[f'body.{j}.conv1.weight'] = take(state[f'body.{i}.conv1.weight'], {0: mid, 1: trunk})
+        out[f'body.{j}.conv1.bias'] = take(state[f'body.{i}.conv1.bias'], {0: mid})
+        out[f'body.{j}.conv2.weight'] = take(state[f'body.{i}.conv2.weight'], {0: trunk, 1: mid}) * fold
+        out[f'body.{j}.conv2.bias'] = take(state[f'body.{i}.conv2.bias'], {0: trunk}) * fold
+    prev: List[int] = trunk
+    for s, c in enumerate(tgt['upsample_channels']):
+        keep = keep_top(sc['up'][s]['score'], c)
+        rows = shuffle_groups(keep, _ratio(src))
+        out[f'upsample.{2 * s}.weight'] = take(state[f'upsample.{2 * s}.weight'], {0: rows, 1: prev})
+        out[f'upsample.{2 * s}.bias'] = take(state[f'upsample.{2 * s}.bias'], {0: rows})
+        prev = keep
+    out['conv_last.weight'] = take(state['conv_last.weight'], {1: prev})
+    out['conv_last.bias'] = state['conv_last.bias'].clone()
+    return out

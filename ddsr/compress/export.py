@@ -1,0 +1,88 @@
+"""Export of a network for deployment: a deploy checkpoint (fused, inference weights + arch) and an ONNX model.
+
+ONNX: TorchScript-based exporter (``dynamo=False``; the dynamo exporter needs onnxscript, which is not a
+dependency), opset 17, dynamic batch/height/width; metadata ``scale``, ``min_size``, ``multiple`` tell
+``ddsr upscale --onnx`` how to pad. Swin-type nets (``window_size``) are refused: their attention mask is
+computed in Python and would be frozen at the traced size. The export is checked against PyTorch on a natural
+image (scikit-image photo).
+"""
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from ddsr.compress.deploy import save_atomic
+from ddsr.compress.inference import MIN_INPUT, to_deploy
+from ddsr.errors import DDSRError
+
+OPSET = 17
+PathLike = Union[str, Path]
+
+
+def arch_config(net: nn.Module, arch: Optional[Dict] = None) -> Dict:
+    """Self-describing arch dict: the net's own ``config()`` when it has one, else ``arch`` with ``deploy: True``
+    for nets that take a ``deploy`` kwarg."""
+    if hasattr(net, 'config'):
+        return dict(net.config())
+    if arch is None:
+        raise DDSRError(f'{type(net).__name__}: no config(); give the arch (type + kwargs)')
+    arch = dict(arch)
+    if 'deploy' in arch or hasattr(net, 'deploy'):
+        arch['deploy'] = True
+    return arch
+
+
+def export_checkpoint(net: nn.Module, path: PathLike, arch: Optional[Dict] = None, fold_bn: bool = False) -> Dict:
+    """Write ``{'params': deploy state_dict, 'arch': {...}}`` (fused, eval, CPU tensors); returns it."""
+    net = to_deploy(net)
+    if fold_bn:
+        if not hasattr(net, 'fold_dynamic_bn'):
+            raise DDSRError(f'{type(net).__name__} has no BN folding (--fold-bn is for DDistillSR)')
+        net.fold_dynamic_bn()
+    ckpt = {'params': {k: v.detach().cpu() for k, v in net.state_dict().items()}, 'arch': arch_config(net, arch)}
+    save_atomic(ckpt, path)
+    return ckpt
+
+
+def natural_image(size: int = 64, offset=(96, 160)) -> torch.Tensor:
+    """An RGB crop (1, 3, size, size) in [0, 1] of scikit-image's astronaut photo (no download)."""
+    from skimage import data
+    img = data.astronaut()[offset[0]:offset[0] + size, offset[1]:offset[1] + size]
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()[None] / 255.
+
+
+def export_onnx(net: nn.Module, path: PathLike, size: int = 64, opset: int = OPSET) -> Dict:
+    """Export the deploy form of ``net`` to ONNX with dynamic H/W and metadata; returns the metadata."""
+    import onnx
+    net = to_deploy(net).cpu()
+    multiple = int(getattr(net, 'window_size', 1) or 1)
+    if multiple > 1:
+        raise DDSRError(f'{type(net).__name__}: no ONNX export (the shifted-window attention mask is built in Python '
+                        'for the traced size, so the graph would only be right at that size); use the PyTorch path')
+    size = max(size, MIN_INPUT) + (-max(size, MIN_INPUT)) % multiple
+    x = natural_image(size)
+    with torch.no_grad():
+        scale = net(x).shape[-1] // size
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {0: 'batch', 2: 'height', 3: 'width'}
+    torch.onnx.export(net, (x, ), str(path), input_names=['lr'], output_names=['sr'], opset_version=opset,
+                      dynamic_axes={'lr': axes, 'sr': axes}, dynamo=False)
+    model = onnx.load(str(path))
+    meta = {'scale': scale, 'min_size': max(MIN_INPUT, multiple), 'multiple': multiple}
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=str(value))
+    onnx.save(model, str(path))
+    return meta
+
+
+def onnx_max_diff(net: nn.Module, path: PathLike, size: int = 64) -> float:
+    """max |ONNX - PyTorch| on a natural ``size`` x ``size`` crop (onnxruntime, CPU)."""
+    from ddsr.compress.inference import onnx_upscaler
+    x = natural_image(size)
+    up = onnx_upscaler(str(path))
+    with torch.no_grad():
+        ref = to_deploy(net).cpu()(x)
+    return float((up.forward(x) - ref).abs().max())

@@ -1,0 +1,66 @@
+"""Importance and density of weight groups, shared by the network-specific compressors.
+
+- group importance: L2 (or L1) norm over every weight slice that produces or consumes a channel
+  (Torch-Pruning's group-norm criterion, computed directly on state-dict tensors);
+- density: fraction of non-zero elements of the prunable weights (conv / linear kernels) of a block or layer,
+  the quantity the compression paper reads after its sparsity-regularised pruning stage.
+"""
+from collections import OrderedDict
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+PRUNABLE = (nn.Conv2d, nn.Linear)
+
+
+def slice_norm(t: torch.Tensor, dim: int, p: int = 2) -> torch.Tensor:
+    """Per-index p-th power sum of ``t`` along ``dim`` (so group norms add up over slices)."""
+    other = [d for d in range(t.dim()) if d != dim]
+    return t.detach().abs().pow(p).sum(dim=other) if other else t.detach().abs().pow(p)
+
+
+def group_scores(slices: Iterable[Tuple[torch.Tensor, int]], size: int, p: int = 2) -> torch.Tensor:
+    """Norm of each of ``size`` channels over (tensor, channel dim) slices: (sum_s sum |w|^p)^(1/p)."""
+    score = torch.zeros(size)
+    for t, dim in slices:
+        score += slice_norm(t.float().cpu(), dim, p)
+    return score.pow(1.0 / p)
+
+
+def keep_top(scores: torch.Tensor, k: int) -> List[int]:
+    """Indices of the ``k`` largest scores, in ascending index order (ties: lower index first)."""
+    if k > scores.numel():
+        raise ValueError(f'cannot keep {k} of {scores.numel()} channels')
+    order = sorted(range(scores.numel()), key=lambda i: (-float(scores[i]), i))
+    return sorted(order[:k])
+
+
+def group_name(param_name: str) -> str:
+    """Density group of a parameter: ``body.3`` / ``layers.1`` for repeated blocks, else the top module name."""
+    parts = param_name.split('.')
+    return '.'.join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+
+
+def prunable_weights(net: nn.Module) -> 'OrderedDict[str, nn.Parameter]':
+    """Kernels of every Conv2d / Linear (biases, norms and position tables are not regularised)."""
+    return OrderedDict((f'{name}.weight', m.weight) for name, m in net.named_modules() if isinstance(m, PRUNABLE))
+
+
+def density_by_group(net: nn.Module) -> Dict[str, float]:
+    """Fraction of non-zero prunable weights per block / layer, plus 'total'."""
+    nnz: Dict[str, List[int]] = OrderedDict()
+    for name, w in prunable_weights(net).items():
+        count = nnz.setdefault(group_name(name), [0, 0])
+        count[0] += int((w.detach() != 0).sum())
+        count[1] += w.numel()
+    out = {g: c[0] / c[1] for g, c in nnz.items()}
+    out['total'] = sum(c[0] for c in nnz.values()) / max(1, sum(c[1] for c in nnz.values()))
+    return out
+
+
+def soft_threshold_(params: Sequence[torch.Tensor], threshold: float) -> None:
+    """Proximal step of lambda*||w||_1: w <- sign(w) * max(|w| - threshold, 0), in place."""
+    with torch.no_grad():
+        for w in params:
+            w.copy_(w.sign() * (w.abs() - threshold).clamp_min(0))

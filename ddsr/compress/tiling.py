@@ -1,0 +1,115 @@
+"""Inference on images of any size: padding to a network's input constraints and tiled inference with blended seams.
+
+Tiling: the LR image is cut into a grid of cores (about ``tile`` px each); every tile reads ``overlap`` px of
+context beyond its core on each side (clipped at the image border). Outputs are blended with a linear
+(feathered) window that ramps across a band of width ``overlap`` centred on each core boundary, so the weights of
+neighbouring tiles sum to 1 and every blended pixel comes from tiles that saw at least ``overlap / 2`` px of
+context around it. For a translation-equivariant network (convolutions only) whose receptive-field radius is
+<= ``overlap / 2``, the result equals whole-image inference up to float rounding.
+"""
+import math
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ddsr.errors import DDSRError
+
+Forward = Callable[[Tensor], Tensor]
+
+
+def pad_to_constraints(x: Tensor, min_size: int = 1, multiple: int = 1) -> Tuple[Tensor, int, int]:
+    """Pad ``x`` (N, C, H, W) at the bottom/right to >= ``min_size`` and a multiple of ``multiple``.
+
+    Reflection padding where the image is large enough, replication otherwise. Returns ``(x, H, W)`` with the
+    original size, so that the output can be cropped back to ``scale * (H, W)``.
+    """
+    h, w = x.shape[-2:]
+    ph = max(min_size - h, 0) + (-(max(h, min_size))) % multiple
+    pw = max(min_size - w, 0) + (-(max(w, min_size))) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode='reflect' if ph < h and pw < w else 'replicate')
+    return x, h, w
+
+
+def padded_forward(forward: Forward, x: Tensor, scale: int, min_size: int = 1, multiple: int = 1) -> Tensor:
+    """``forward(x)`` for any size: pad to the constraints, run, crop the output back to ``scale * (H, W)``."""
+    padded, h, w = pad_to_constraints(x, min_size, multiple)
+    return forward(padded)[..., :h * scale, :w * scale]
+
+
+def core_bounds(length: int, tile: int) -> List[int]:
+    """Boundaries of ``ceil(length / tile)`` nearly equal cores covering ``[0, length)``."""
+    n = max(1, math.ceil(length / tile))
+    return [round(i * length / n) for i in range(n + 1)]
+
+
+def blend_ramp(start: int, stop: int, length: int, overlap: int, scale: int) -> Tensor:
+    """1-D output weights of the core ``[start, stop)`` (LR px) over its output span.
+
+    The span covers LR ``[start - overlap, stop + overlap)`` clipped to ``[0, length)``. The weight ramps linearly
+    from 0 to 1 across ``[start - overlap/2, start + overlap/2]`` (likewise at ``stop``); no ramp at the image
+    border. Pixel centres are evaluated in LR coordinates.
+    """
+    lo, hi = max(start - overlap, 0), min(stop + overlap, length)
+    t = (torch.arange(lo * scale, hi * scale, dtype=torch.float32) + 0.5) / scale
+    w = torch.ones_like(t)
+    if overlap > 0:
+        if start > 0:
+            w = torch.minimum(w, (0.5 + (t - start) / overlap).clamp(0, 1))
+        if stop < length:
+            w = torch.minimum(w, (0.5 + (stop - t) / overlap).clamp(0, 1))
+    return w
+
+
+def tiled_forward(forward: Forward, x: Tensor, scale: int, tile: Optional[int], overlap: int = 16,
+                  min_size: int = 1, multiple: int = 1, progress: Optional[Callable[[], None]] = None) -> Tensor:
+    """Super-resolve ``x`` (1, C, H, W) tile by tile (``tile=None`` or an image within one tile: whole image).
+
+    Args:
+        forward (callable): The network, LR (1, C, h, w) -> SR (1, C', scale*h, scale*w).
+        x (Tensor): LR image.
+        scale (int): Upscale factor of ``forward``.
+        tile (int | None): Core size in LR px (> ``overlap``).
+        overlap (int): Context read beyond each core, per side, in LR px; the blend band is this wide.
+        min_size (int): Smallest input the network accepts (tiles are padded up to it).
+        multiple (int): Input sizes must be a multiple of this (window size of Swin-type nets).
+        progress (callable | None): Called once per finished tile.
+
+    Returns:
+        Tensor: SR image (1, C', scale*H, scale*W).
+    """
+    h, w = x.shape[-2:]
+    if tile is None or (h <= tile and w <= tile):
+        out = padded_forward(forward, x, scale, min_size, multiple)
+        if progress:
+            progress()
+        return out
+    if overlap < 0 or tile <= overlap:
+        raise DDSRError(f'--tile ({tile}) must be larger than --tile-overlap ({overlap}) and the overlap >= 0')
+    rows, cols = core_bounds(h, tile), core_bounds(w, tile)
+    out, weight = None, torch.zeros(1, 1, h * scale, w * scale, dtype=torch.float32, device=x.device)
+    for y0, y1 in zip(rows[:-1], rows[1:]):
+        wy = blend_ramp(y0, y1, h, overlap, scale).to(x.device)
+        for x0, x1 in zip(cols[:-1], cols[1:]):
+            wx = blend_ramp(x0, x1, w, overlap, scale).to(x.device)
+            ty, tx = max(y0 - overlap, 0), max(x0 - overlap, 0)
+            patch = x[..., ty:min(y1 + overlap, h), tx:min(x1 + overlap, w)]
+            sr = padded_forward(forward, patch, scale, min_size, multiple).float()
+            if out is None:
+                out = torch.zeros(1, sr.shape[1], h * scale, w * scale, dtype=torch.float32, device=x.device)
+            win = wy[:, None] * wx[None, :]
+            ys, xs = slice(ty * scale, ty * scale + sr.shape[-2]), slice(tx * scale, tx * scale + sr.shape[-1])
+            out[..., ys, xs] += sr * win
+            weight[..., ys, xs] += win
+            if progress:
+                progress()
+    return out / weight.clamp_min(1e-8)
+
+
+def num_tiles(h: int, w: int, tile: Optional[int]) -> int:
+    """How many tiles :func:`tiled_forward` runs for an H x W image."""
+    if tile is None or (h <= tile and w <= tile):
+        return 1
+    return (len(core_bounds(h, tile)) - 1) * (len(core_bounds(w, tile)) - 1)

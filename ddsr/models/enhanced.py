@@ -1,0 +1,95 @@
+"""Offline enhanced-HR targets (DIPNet pipeline, step 2): run a teacher over a training LR set once.
+
+The outputs (clamped to [0, 1], 8-bit PNG, same names as the LR images) go to a folder and optionally to an
+LMDB in BasicSR's layout (``data.mdb``, ``meta_info.txt``), which EnhancedPairedImageDataset reads as
+``dataroot_enhanced``. Everything is written to a temporary sibling first and renamed into place at the end,
+so an interrupted run never leaves a half-written target set.
+"""
+import os
+import shutil
+import tempfile
+from os import path as osp
+from typing import List, Optional, Tuple
+
+import cv2
+import lmdb
+import numpy as np
+import torch
+from basicsr.utils import img2tensor, imfrombytes, tensor2img
+from torch import nn
+from tqdm import tqdm
+
+from ddsr.data.lmdb_tools import folder_to_lmdb, list_images, write_png
+from ddsr.errors import DDSRError
+
+
+def load_weights(net: nn.Module, path: str, param_key: Optional[str] = 'params', strict: bool = True) -> nn.Module:
+    """Load a BasicSR checkpoint ({param_key: state_dict}, falling back to 'params') or a plain state_dict."""
+    if not osp.isfile(path):
+        raise DDSRError(f'weights not found: {path}')
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    if param_key and isinstance(state, dict) and param_key in state:
+        state = state[param_key]
+    elif isinstance(state, dict) and 'params' in state:
+        state = state['params']
+    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+    try:
+        net.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        raise DDSRError(f'{path} does not fit {type(net).__name__}: {str(err).splitlines()[0]}') from None
+    return net
+
+
+def _lr_items(lq: str) -> List[Tuple[str, callable]]:
+    """(output name, loader of the BGR float32 image) for every LR image of a folder or a BasicSR LMDB."""
+    if lq.endswith('.lmdb'):
+        meta = osp.join(lq, 'meta_info.txt')
+        if not osp.isfile(meta):
+            raise DDSRError(f'LMDB without meta_info.txt: {lq}')
+        with open(meta) as f:
+            keys = [line.split(' ')[0].split('.')[0] for line in f if line.strip()]
+        env = lmdb.open(lq, readonly=True, lock=False, readahead=False)
+
+        def from_lmdb(key):
+            with env.begin(write=False) as txn:
+                return imfrombytes(txn.get(key.encode('ascii')), float32=True)
+
+        return [(f'{key}.png', lambda key=key: from_lmdb(key)) for key in keys]
+    if not osp.isdir(lq):
+        raise DDSRError(f'LR set not found (folder or .lmdb): {lq}')
+    names = list_images(lq)
+    if not names:
+        raise DDSRError(f'no images in {lq}')
+    return [(osp.splitext(n)[0] + '.png', lambda n=n: cv2.imread(osp.join(lq, n)).astype(np.float32) / 255.)
+            for n in names]
+
+
+@torch.no_grad()
+def make_enhanced_hr(net: nn.Module, lq: str, out: str, write_lmdb: bool = False, device: str = 'cpu',
+                     progress: bool = True) -> List[str]:
+    """Run ``net`` (eval) on every image of ``lq`` and write the outputs to the folder ``out`` (and to
+    ``out + '.lmdb'`` when ``write_lmdb``). Returns the written file names."""
+    out = out.rstrip('/\\')
+    targets = [out] + ([out + '.lmdb'] if write_lmdb else [])
+    items = _lr_items(lq)
+    net = net.to(device).eval()
+    parent = osp.dirname(osp.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.enhanced_tmp_', dir=parent)
+    try:
+        tmp_folder = osp.join(tmp, 'png')
+        os.makedirs(tmp_folder)
+        names = []
+        for name, load in tqdm(items, desc='enhanced HR', unit='img', disable=not progress):
+            img = img2tensor(load(), bgr2rgb=True, float32=True).unsqueeze(0).to(device)
+            write_png(osp.join(tmp_folder, name), tensor2img(net(img).clamp_(0, 1), rgb2bgr=True))
+            names.append(name)
+        if write_lmdb:
+            folder_to_lmdb(tmp_folder, osp.join(tmp, 'lmdb.lmdb'), names)
+        for target, built in zip(targets, (tmp_folder, osp.join(tmp, 'lmdb.lmdb'))):
+            if osp.exists(target):
+                shutil.rmtree(target)
+            os.replace(built, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return names

@@ -1,0 +1,184 @@
+"""EDSRmini / SwinIRmini, the compressors, PruneSRModel's proximal stage and the demo chain (Jiang et al.)."""
+import json
+
+import pytest
+import torch
+from basicsr.archs.edsr_arch import EDSR
+
+from ddsr.archs.edsrmini_arch import EDSRmini
+from ddsr.archs.swinirmini_arch import SwinIRmini
+from ddsr.bench.efficiency import count_macs_activations, count_params
+from ddsr.compress.compact import build, compress_state
+from ddsr.compress.importance import density_by_group
+from tests.conftest import load_yaml, run_cli
+
+SWINIR_LIGHT = dict(type='SwinIR', img_size=64, window_size=8, img_range=1., depths=[6, 6, 6, 6], embed_dim=60,
+                    num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler='pixelshuffledirect', resi_connection='1conv')
+
+
+def _max_diff(a, b, size=(1, 3, 16, 16)):
+    x = torch.rand(*size)
+    with torch.no_grad():
+        return (a.eval()(x) - b.eval()(x)).abs().max().item()
+
+
+@pytest.mark.parametrize('scale,edsr,swin', [(2, 49603, 98868), (3, 61203, 102123), (4, 58883, 106680)])
+def test_default_params(scale, edsr, swin):
+    assert count_params(EDSRmini(upscale=scale)) == edsr
+    assert count_params(SwinIRmini(upscale=scale)) == swin
+
+
+def _linear_conv_macs(net, size=32):
+    """MACs of Conv2d / Linear layers (hooks), the paper's FLOPs; attention matmuls are excluded."""
+    total = [0]
+
+    def hook(m, _inp, out):
+        per_out = m.in_features if isinstance(m, torch.nn.Linear) else m.weight[0].numel()
+        total[0] += out.numel() * per_out
+
+    layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    with torch.no_grad():
+        net.eval()(torch.rand(1, 3, size, size))
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
+def test_flops_reduction_x2():
+    macs = _linear_conv_macs
+    edsr_all = 1 - count_macs_activations(EDSRmini(), (32, 32))[0] / count_macs_activations(EDSR(3, 3, upscale=2),
+                                                                                           (32, 32))[0]
+    assert edsr_all >= 0.96  # ddsr.bench counter (no attention in EDSR)
+    edsr = 1 - macs(EDSRmini(upscale=2)) / macs(EDSR(3, 3, upscale=2))
+    swin = 1 - macs(SwinIRmini(upscale=2)) / macs(build(dict(SWINIR_LIGHT, upscale=2)))
+    assert count_params(EDSR(3, 3, upscale=2)) == 1369859
+    assert count_params(build(dict(SWINIR_LIGHT, upscale=2))) == 910152
+    assert edsr >= 0.96 and swin >= 0.89, (edsr, swin)
+
+
+def _edsr(scale=4):
+    arch = dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=16, num_block=4, upscale=scale)
+    torch.manual_seed(0)
+    return arch, build(arch)
+
+
+def test_edsr_nothing_pruned_is_identical():
+    arch, net = _edsr()
+    state, compact = compress_state(net.state_dict(), arch, target=dict(arch, type='EDSRmini', res_scale=2))
+    mini = build(compact)
+    mini.load_state_dict(state)
+    assert _max_diff(net, mini) <= 1e-5  # conv2 folded by res_scale 1/2
+
+
+def test_edsr_zero_channels_pruned_exactly():
+    arch, net = _edsr()
+    sd = net.state_dict()
+    with torch.no_grad():
+        for k in ['conv_first', 'conv_after_body'] + [f'body.{i}.conv2' for i in range(4)]:  # trunk channel 3
+            sd[f'{k}.weight'][3] = 0
+            sd[f'{k}.bias'][3] = 0
+        sd['body.2.conv1.weight'][[1, 7]] = 0  # mid channels of block 2
+        sd['body.2.conv1.bias'][[1, 7]] = 0
+        sd['upsample.2.weight'][20:24] = 0  # post-shuffle channel 5 of stage 2 (PixelShuffle group of 4)
+        sd['upsample.2.bias'][20:24] = 0
+    net.load_state_dict(sd)
+    state, compact = compress_state(sd, arch, ratio=1.0)
+    assert compact['num_feat'] == 15 and compact['block_channels'] == [16, 16, 14, 16]
+    assert compact['upsample_channels'] == [16, 15]
+    mini = build(compact)
+    mini.load_state_dict(state)
+    assert _max_diff(net, mini) <= 1e-5
+
+
+def _swin():
+    arch = dict(SWINIR_LIGHT, upscale=2, embed_dim=24, depths=[2, 2], num_heads=[4, 4], img_size=16)
+    torch.manual_seed(0)
+    net = build(arch)
+    for p in net.parameters():
+        p.data.normal_(0, 0.1)
+    return arch, net
+
+
+def test_swinir_nothing_pruned_is_identical():
+    arch, net = _swin()
+    state, compact = compress_state(net.state_dict(), arch, target=dict(arch, type='SwinIRmini'))
+    mini = build(compact)
+    mini.load_state_dict(state)
+    assert _max_diff(net, mini) <= 1e-5
+
+
+def test_swinir_zero_heads_and_units_pruned_exactly():
+    arch, net = _swin()
+    sd = net.state_dict()
+    hd, dim = 6, 24
+    with torch.no_grad():
+        pre = 'layers.1.residual_group.blocks.0'
+        rows = [t * dim + 2 * hd + d for t in range(3) for d in range(hd)]  # head 2: its q, k and v rows
+        sd[f'{pre}.attn.qkv.weight'][rows] = 0
+        sd[f'{pre}.attn.qkv.bias'][rows] = 0
+        sd[f'{pre}.attn.proj.weight'][:, 2 * hd:3 * hd] = 0
+        pre = 'layers.0.residual_group.blocks.1'
+        sd[f'{pre}.mlp.fc1.weight'][[0, 5, 9]] = 0  # MLP units 0, 5, 9
+        sd[f'{pre}.mlp.fc1.bias'][[0, 5, 9]] = 0
+        sd[f'{pre}.mlp.fc2.weight'][:, [0, 5, 9]] = 0
+    net.load_state_dict(sd)
+    state, compact = compress_state(sd, arch, ratio=1.0)
+    assert compact['layer_heads'] == [[4, 4], [3, 4]]
+    assert compact['layer_mlp_hidden'] == [[48, 45], [48, 48]]
+    mini = build(compact)
+    mini.load_state_dict(state)
+    assert _max_diff(net, mini) <= 1e-5
+    for size in [(1, 3, 16, 16), (1, 3, 13, 21), (2, 3, 9, 7)]:  # not multiples of the window (8)
+        with torch.no_grad():
+            assert mini.eval()(torch.rand(*size)).shape == (size[0], 3, 2 * size[2], 2 * size[3])
+
+
+def test_swinir_teacher_to_paper_mini():
+    torch.manual_seed(0)
+    arch = dict(SWINIR_LIGHT, upscale=2)
+    state, compact = compress_state(build(arch).state_dict(), arch, target='SwinIRmini-default')
+    mini = build(compact)
+    mini.load_state_dict(state)
+    assert count_params(mini) == 98868 and compact['embed_dim'] == 24 and compact['depths'] == [4, 4, 4]
+
+
+def _demo(workdir, net, stage, name, extra=()):
+    yml = workdir / 'options' / 'demo' / net / f'{stage}_x2.yml'
+    res = run_cli(['basicsr', 'train', '-opt', yml, '--force_yml', *extra], workdir) if extra else run_cli(
+        ['basicsr', 'train', '-opt', yml], workdir)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return workdir / 'experiments' / name
+
+
+def test_demo_chain_edsr(workdir):
+    """Stage 1 (proximal, shortened) -> 2 (compress via basicsr train) -> 3 (distill) -> basicsr test."""
+    exp1 = _demo(workdir, 'EDSRmini', '01_prune', 'demo_EDSRmini_x2_01_prune',
+                 ['train:total_iter=4', 'logger:print_freq=4', 'prune:lambda=2.0', 'val:val_freq=4'])
+    report = json.loads((exp1 / 'sparsity_report.json').read_text())
+    assert (exp1 / 'sparsity_report.png').stat().st_size > 1000
+    net = build(load_yaml(workdir / 'options/demo/EDSRmini/01_prune_x2.yml')['network_g'])
+    net.load_state_dict(torch.load(exp1 / 'models' / 'net_g_latest.pth', weights_only=True)['params'])
+    direct = density_by_group(net)
+    assert report['density'] == pytest.approx(direct, abs=1e-9)
+    assert 0 < direct['total'] < 1 and 'body.0' in direct
+    logged = next(exp1.glob('train_*.log')).read_text().split('iter:       4,')[1].split('\n')[0]
+    assert f"density_body.0: {direct['body.0']:.4e}" in logged
+
+    yml1 = workdir / 'options/demo/EDSRmini/01_prune_x2.yml'
+    res = run_cli(['compress', '--ckpt', exp1 / 'models/net_g_latest.pth', '--arch-opt', yml1, '--ratio', '0.3',
+                   '-o', workdir / 'ratio.pth'], workdir)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    arch = torch.load(workdir / 'ratio.pth', weights_only=True)['arch']
+    assert 0.2 * count_params(net) < count_params(build(arch)) <= 0.3 * count_params(net)
+
+    exp2 = _demo(workdir, 'EDSRmini', '02_compress', 'demo_EDSRmini_x2_02_compress')
+    ckpt = torch.load(exp2 / 'models' / 'net_g_compact.pth', weights_only=True)
+    assert ckpt['arch']['type'] == 'EDSRmini' and count_params(build(ckpt['arch'])) == 49603
+    exp3 = _demo(workdir, 'EDSRmini', '03_distill', 'demo_EDSRmini_x2_03_distill',
+                 ['train:total_iter=4', 'val:val_freq=4'])
+    final = torch.load(exp3 / 'models' / 'net_g_latest.pth', weights_only=True)['params']
+    assert sum(v.numel() for v in final.values()) == 49603
+    res = run_cli(['basicsr', 'test', '-opt', workdir / 'options/demo/EDSRmini/04_test_x2.yml'], workdir)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert 'psnr' in (res.stdout + res.stderr)

@@ -1,0 +1,178 @@
+"""Deployment path: tiled inference, ``ddsr upscale`` (modes, bit depths, failures), ``ddsr export`` (deploy
+checkpoint + ONNX checked against PyTorch)."""
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from ddsr.cli import ddsr_main
+from ddsr.compress.export import export_onnx, natural_image
+from ddsr.compress.inference import load_checkpoint_network, onnx_upscaler, to_deploy, torch_upscaler
+from ddsr.errors import DDSRError
+from tests.conftest import PRETRAINED
+
+DIPNET = PRETRAINED / 'DIPNet_x4.pth'
+DDISTILL = PRETRAINED / 'DDistill-SRx4_inference.pth'
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / ((a - b)**2).mean()))
+
+
+def edsrmini_ckpt(path: Path, upscale: int = 2) -> Path:
+    torch.manual_seed(0)
+    net = ARCH_REGISTRY.get('EDSRmini')(upscale=upscale)
+    torch.save({'params': net.state_dict(), 'arch': {'type': 'EDSRmini', 'upscale': upscale}}, path)
+    return path
+
+
+def dipnet() -> torch.nn.Module:
+    if not DIPNET.is_file():
+        pytest.skip(f'official weights missing: {DIPNET}')
+    return load_checkpoint_network(str(DIPNET), {'type': 'DIPNet'})[0]
+
+
+def test_tiled_equals_whole_for_conv_net():
+    """EDSRmini x2 (convolutions only, receptive-field radius 19 LR px): overlap 24 (>= the radius)."""
+    torch.manual_seed(0)
+    up = torch_upscaler(ARCH_REGISTRY.get('EDSRmini')(upscale=2))
+    x = natural_image(81)[..., :70]
+    whole = up(x)
+    tiled = up(x, tile=40, overlap=24)
+    assert tiled.shape == whole.shape == (1, 3, 162, 140)
+    assert (tiled - whole).abs().max() <= 1 / 255
+    assert (up(x, tile=40, overlap=0) - whole).abs().max() > 1 / 255  # no context: visible seams
+
+
+def test_tiled_dipnet_close_to_whole():
+    """DIPNet's ESA pools on a stride-6 grid and resizes bilinearly to the tile size, so tiles are not exact:
+    the difference stays small (PSNR of tiled vs whole >= 40 dB); one tile is exact."""
+    up = torch_upscaler(dipnet())
+    x = natural_image(72)[..., :61]
+    whole = up(x)
+    assert torch.equal(up(x, tile=72, overlap=16), whole)
+    tiled = up(x, tile=40, overlap=24)
+    assert tiled.shape == (1, 3, 288, 244)
+    assert psnr(tiled, whole) >= 40
+
+
+def write_inputs(folder: Path) -> dict:
+    folder.mkdir()
+    rgb = natural_image(40)[0].permute(1, 2, 0).numpy()[..., ::-1]  # BGR float
+    imgs = {
+        'rgb8_odd.png': np.round(rgb[:23, :17] * 255).astype(np.uint8),
+        'gray8.png': np.round(rgb[:19, :21, 1] * 255).astype(np.uint8),
+        'gray16.tif': np.round(rgb[:21, :18, 0] * 65535).astype(np.uint16),
+        'rgba16_small.png': np.round(np.dstack([rgb[:13, :11], np.linspace(0, 1, 143).reshape(13, 11)]) *
+                                     65535).astype(np.uint16),
+        'photo.jpg': np.round(rgb[:30, :30] * 255).astype(np.uint8),
+    }
+    for name, img in imgs.items():
+        assert cv2.imwrite(str(folder / name), img)
+    (folder / 'corrupt.png').write_bytes(b'\x89PNG\r\n\x1a\n not really a png')
+    return imgs
+
+
+def digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+def test_upscale_modes_depths_and_failures(tmp_path, capsys):
+    ckpt = edsrmini_ckpt(tmp_path / 'edsrmini_x2.pth')
+    imgs = write_inputs(tmp_path / 'in')
+    before = digest(tmp_path / 'in')
+    code = ddsr_main(['upscale', '--weights', str(ckpt), '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out'),
+                      '--tile', '20', '--tile-overlap', '8', '--suffix', '_x2'])
+    captured = capsys.readouterr()
+    err = captured.err
+    assert code == 1
+    assert 'upscaled 5/6 images x2 with onnxruntime' in captured.out  # the default (auto) path on CPU
+    assert 'failed: ' in err and 'corrupt.png' in err
+    assert digest(tmp_path / 'in') == before
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == sorted(
+        f'{Path(n).stem}_x2.png' for n in imgs)
+    for name, img in imgs.items():
+        out = cv2.imread(str(tmp_path / 'out' / f'{Path(name).stem}_x2.png'), cv2.IMREAD_UNCHANGED)
+        assert out.dtype == img.dtype, name
+        assert out.shape == (img.shape[0] * 2, img.shape[1] * 2, *img.shape[2:]), name
+    alpha = cv2.imread(str(tmp_path / 'out' / 'rgba16_small_x2.png'), cv2.IMREAD_UNCHANGED)[..., 3]
+    assert alpha[0, 0] < 2000 and alpha[-1, -1] > 63000  # bicubic alpha keeps the ramp
+    # PyTorch gives the same images within one 8-bit level
+    assert ddsr_main(['upscale', '--weights', str(ckpt), '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'ref'),
+                      '--tile', '20', '--tile-overlap', '8', '--suffix', '_x2', '--backend', 'torch']) == 1
+    for name in imgs:
+        out, ref = (cv2.imread(str(tmp_path / d / f'{Path(name).stem}_x2.png'), cv2.IMREAD_UNCHANGED).astype(float)
+                    for d in ('out', 'ref'))
+        assert np.abs(out - ref).max() <= (257 if imgs[name].dtype == np.uint16 else 1), name
+
+
+def test_upscale_refuses_output_in_input_folder(tmp_path, capsys):
+    ckpt = edsrmini_ckpt(tmp_path / 'edsrmini_x2.pth')
+    write_inputs(tmp_path / 'in')
+    before = digest(tmp_path / 'in')
+    assert ddsr_main(['upscale', '--weights', str(ckpt), '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'in')]) == 2
+    assert 'never overwritten' in capsys.readouterr().err
+    assert digest(tmp_path / 'in') == before
+
+
+def onnx_cases():
+    cases = [('EDSRmini', lambda: ARCH_REGISTRY.get('EDSRmini')(upscale=3))]
+    if DIPNET.is_file():
+        cases.append(('DIPNet', dipnet))
+    if DDISTILL.is_file():
+        cases.append(('DDistillSR', lambda: load_checkpoint_network(str(DDISTILL), {
+            'type': 'DDistillSR', 'deploy': True})[0]))
+    return cases
+
+
+@pytest.mark.parametrize('name,make', onnx_cases(), ids=[c[0] for c in onnx_cases()])
+def test_onnx_matches_pytorch(tmp_path, name, make):
+    torch.manual_seed(0)
+    net = to_deploy(make())
+    meta = export_onnx(net, tmp_path / f'{name}.onnx', size=16)
+    up = onnx_upscaler(str(tmp_path / f'{name}.onnx'))
+    assert up.scale == meta['scale']
+    for h, w in ((16, 16), (27, 20)):  # the export size and another one
+        x = natural_image(32)[..., :h, :w]
+        with torch.no_grad():
+            ref = net(x)
+        out = up.forward(x)
+        assert out.shape == ref.shape == (1, 3, h * up.scale, w * up.scale)
+        assert (out - ref).abs().max() <= 1e-4, (name, h, w)
+
+
+def test_onnx_refuses_swin():
+    with pytest.raises(DDSRError, match='attention mask'):
+        export_onnx(ARCH_REGISTRY.get('SwinIRmini')(), 'unused.onnx')
+
+
+def test_export_command_train_form_to_deploy_and_onnx(tmp_path, capsys):
+    """A train-form DIPNet checkpoint -> deploy checkpoint (fused keys, same outputs) + ONNX run by upscale."""
+    torch.manual_seed(0)
+    train = ARCH_REGISTRY.get('DIPNet')(deploy=False, expand_width=16).eval()
+    torch.save({'params': train.state_dict(), 'arch': train.config()}, tmp_path / 'train.pth')
+    code = ddsr_main(['export', '--weights', str(tmp_path / 'train.pth'), '--out-pth', str(tmp_path / 'deploy.pth'),
+                      '--out-onnx', str(tmp_path / 'net.onnx'), '--check-size', '24'])
+    assert code == 0
+    report = capsys.readouterr().out
+    diff = float(report.split('24px crop: ')[1].split()[0])
+    assert diff <= 1e-4
+    ckpt = torch.load(tmp_path / 'deploy.pth', weights_only=True)
+    assert ckpt['arch']['deploy'] is True and set(ckpt) == {'params', 'arch'}
+    deploy, _ = load_checkpoint_network(str(tmp_path / 'deploy.pth'))
+    assert deploy.state_dict().keys() == ARCH_REGISTRY.get('DIPNet')().state_dict().keys()
+    assert sum(p.numel() for p in deploy.parameters()) == 243252
+    x = natural_image(24)
+    with torch.no_grad():
+        assert (deploy(x) - train(x)).abs().max() <= 1e-4
+    (tmp_path / 'in').mkdir()
+    lr = np.round(x[0].permute(1, 2, 0).numpy()[..., ::-1] * 255).astype('uint8')
+    cv2.imwrite(str(tmp_path / 'in' / 'a.png'), lr)
+    assert ddsr_main(['upscale', '--onnx', str(tmp_path / 'net.onnx'), '-i', str(tmp_path / 'in' / '*.png'), '-o',
+                      str(tmp_path / 'out')]) == 0
+    out = cv2.imread(str(tmp_path / 'out' / 'a.png'))
+    assert out.shape == (96, 96, 3)
