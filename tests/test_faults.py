@@ -49,8 +49,7 @@ def _opt(name: str, total_iter: int) -> dict:
 
 def test_sigkill_during_checkpoint_writing_then_auto_resume(workdir):
     """Kill the trainer (which saves every iteration) at random moments, repeatedly; each restart resumes."""
-    total = 120
-    yml = write_options(workdir / 'kill.yml', _opt('killed', total))
+    yml = write_options(workdir / 'kill.yml', _opt('killed', 100000))  # never finishes before it is killed
     cmd = [sys.executable, '-m', 'ddsr.cli', 'basicsr', 'train', '-opt', str(yml), '--auto_resume']
     rng = random.Random(1234)
     states_dir = workdir / 'experiments' / 'killed' / 'training_states'
@@ -69,13 +68,15 @@ def test_sigkill_during_checkpoint_writing_then_auto_resume(workdir):
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait(timeout=60)
-    assert kills >= 3
-    done = run_cli(['basicsr', 'train', '-opt', yml, '--auto_resume'], workdir)
+    assert kills == 4
+    finish = newest() + 3
+    done = run_cli(['basicsr', 'train', '-opt', yml, '--auto_resume', '--force_yml', f'train:total_iter={finish}'],
+                   workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     exp = workdir / 'experiments' / 'killed'
     logs = '\n'.join(p.read_text() for p in exp.glob('train_*.log'))
-    assert logs.count('Resuming training from epoch') >= 3
-    assert (exp / 'models' / 'net_g_latest.pth').is_file()
+    assert logs.count('Resuming training from epoch') >= 4
+    assert (exp / 'models' / 'net_g_latest.pth').is_file() and (states_dir / f'{finish}.state').is_file()
     for state in states_dir.glob('*.state'):  # every state on disk is complete
         assert compat.load_training_state(str(state), 'cpu')['iter'] == int(state.stem)
     assert not list((workdir / 'experiments').glob('killed_archived_*'))
