@@ -146,6 +146,7 @@ def atomic_save(obj, path: str) -> None:
     if not isinstance(path, (str, os.PathLike)):
         return torch.save(obj, path)
     folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
     try:
         with os.fdopen(fd, 'wb') as f:

@@ -66,7 +66,7 @@ def build_for_quality(spec: ModelSpec) -> nn.Module:
     return net.eval()
 
 
-def load_weights(net: nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> None:
+def load_weights(net: nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> nn.Module:
     """Load a BasicSR checkpoint (``param_key``, else ``params_ema``/``params``) or a plain state_dict."""
     if not osp.isfile(path):
         raise DDSRError(f'weights not found: {path}')
@@ -80,6 +80,7 @@ def load_weights(net: nn.Module, path: str, param_key: str = 'params', strict: b
         net.load_state_dict(state, strict=strict)
     except RuntimeError as err:
         raise DDSRError(f'{path} does not fit the network: {" ".join(str(err).split())[:300]}') from err
+    return net
 
 
 def spec_from_option_file(path: str) -> ModelSpec:

@@ -6,7 +6,8 @@ import yaml
 from basicsr.archs import build_network
 
 from ddsr.errors import DDSRError
-from ddsr.models.enhanced import load_weights, make_enhanced_hr
+from ddsr.bench.models import load_weights
+from ddsr.models.enhanced import make_enhanced_hr
 from ddsr.preflight import load_options
 
 NAME = 'make-enhanced-hr'

@@ -5,7 +5,6 @@ Generic over every registered arch that takes a ``deploy`` kwarg and contains
 self-describing: ``{'params': ..., 'params_ema': ..., 'arch': {'type': ..., **kwargs, 'deploy': True}}`` and loads
 with BasicSR's ``load_network`` (``param_key_g: params`` or ``params_ema``).
 """
-import os
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
 
@@ -15,6 +14,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from ddsr.archs.reparam import switch_to_deploy
+from ddsr.compat import atomic_save
 from ddsr.errors import DDSRError
 
 PARAM_KEYS = ('params', 'params_ema')
@@ -78,19 +78,6 @@ def deploy_config(net: nn.Module, config: Mapping) -> Dict:
     return {**config, 'deploy': True}
 
 
-def save_atomic(obj, path: PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` (no half-written checkpoints)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def convert_checkpoint(src_path: PathLike, dst_path: PathLike, arch: Union[Mapping, PathLike],
                        fold_bn: bool = False, device: Optional[str] = None) -> Dict:
     """Convert a train-form checkpoint to the deploy form and write it atomically.
@@ -114,5 +101,5 @@ def convert_checkpoint(src_path: PathLike, dst_path: PathLike, arch: Union[Mappi
         net = deploy_network(config, state_dict, fold_bn)
         out[key] = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     out['arch'] = deploy_config(net, config)
-    save_atomic(out, dst_path)
+    atomic_save(out, str(dst_path))
     return out

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddsr.compress.deploy import save_atomic
+from ddsr.compat import atomic_save
 from ddsr.compress.inference import MIN_INPUT, to_deploy
 from ddsr.errors import DDSRError
 
@@ -42,7 +42,7 @@ def export_checkpoint(net: nn.Module, path: PathLike, arch: Optional[Dict] = Non
             raise DDSRError(f'{type(net).__name__} has no BN folding (--fold-bn is for DDistillSR)')
         net.fold_dynamic_bn()
     ckpt = {'params': {k: v.detach().cpu() for k, v in net.state_dict().items()}, 'arch': arch_config(net, arch)}
-    save_atomic(ckpt, path)
+    atomic_save(ckpt, str(path))
     return ckpt
 
 

@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from os import path as osp
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import cv2
 import lmdb
@@ -21,23 +21,6 @@ from tqdm import tqdm
 
 from ddsr.data.lmdb_tools import folder_to_lmdb, list_images, write_png
 from ddsr.errors import DDSRError
-
-
-def load_weights(net: nn.Module, path: str, param_key: Optional[str] = 'params', strict: bool = True) -> nn.Module:
-    """Load a BasicSR checkpoint ({param_key: state_dict}, falling back to 'params') or a plain state_dict."""
-    if not osp.isfile(path):
-        raise DDSRError(f'weights not found: {path}')
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    if param_key and isinstance(state, dict) and param_key in state:
-        state = state[param_key]
-    elif isinstance(state, dict) and 'params' in state:
-        state = state['params']
-    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
-    try:
-        net.load_state_dict(state, strict=strict)
-    except RuntimeError as err:
-        raise DDSRError(f'{path} does not fit {type(net).__name__}: {str(err).splitlines()[0]}') from None
-    return net
 
 
 def _lr_items(lq: str) -> List[Tuple[str, callable]]:
