@@ -47,8 +47,8 @@ def _linear_conv_macs(net, size=32):
 
 def test_flops_reduction_x2():
     macs = _linear_conv_macs
-    edsr_all = 1 - count_macs_activations(EDSRmini(), (32, 32))[0] / count_macs_activations(EDSR(3, 3, upscale=2),
-                                                                                           (32, 32))[0]
+    mini_macs, dense_macs = (count_macs_activations(net, (32, 32))[0] for net in (EDSRmini(), EDSR(3, 3, upscale=2)))
+    edsr_all = 1 - mini_macs / dense_macs
     assert edsr_all >= 0.96  # ddsr.bench counter (no attention in EDSR)
     edsr = 1 - macs(EDSRmini(upscale=2)) / macs(EDSR(3, 3, upscale=2))
     swin = 1 - macs(SwinIRmini(upscale=2)) / macs(build(dict(SWINIR_LIGHT, upscale=2)))
@@ -61,6 +61,22 @@ def _edsr(scale=4):
     arch = dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=16, num_block=4, upscale=scale)
     torch.manual_seed(0)
     return arch, build(arch)
+
+
+def test_torch_pruning_groups_of_edsr():
+    """The trunk and block-middle groups the EDSR compressor slices come from Torch-Pruning's dependency graph."""
+    from basicsr.archs.edsr_arch import EDSR
+
+    from ddsr.compress.dependency import coupled_slices
+    groups = coupled_slices(EDSR(3, 3, num_feat=8, num_block=3, upscale=2), ['conv_first', 'body.1.conv1'],
+                            torch.zeros(1, 3, 8, 8))
+    prod, cons = groups['conv_first']
+    producers = ['conv_first', 'conv_after_body', 'body.0.conv2', 'body.1.conv2', 'body.2.conv2']
+    consumers = ['conv_after_body', 'upsample.0', 'body.0.conv1', 'body.1.conv1', 'body.2.conv1']
+    assert prod == sorted((f'{m}.{p}', 0) for m in producers for p in ('weight', 'bias'))
+    assert cons == sorted((f'{m}.weight', 1) for m in consumers)
+    assert groups['body.1.conv1'] == ([('body.1.conv1.bias', 0), ('body.1.conv1.weight', 0)],
+                                      [('body.1.conv2.weight', 1)])
 
 
 def test_edsr_nothing_pruned_is_identical():
@@ -180,5 +196,25 @@ def test_demo_chain_edsr(workdir):
     final = torch.load(exp3 / 'models' / 'net_g_latest.pth', weights_only=True)['params']
     assert sum(v.numel() for v in final.values()) == 49603
     res = run_cli(['basicsr', 'test', '-opt', workdir / 'options/demo/EDSRmini/04_test_x2.yml'], workdir)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert 'psnr' in (res.stdout + res.stderr)
+
+
+def test_demo_chain_swinir(workdir):
+    """SwinIR-light-like teacher -> pruning stage -> SwinIRmini (paper config) -> distillation -> basicsr test."""
+    small = ['datasets:train:batch_size_per_gpu=2', 'datasets:train:gt_size=64']
+    exp1 = _demo(workdir, 'SwinIRmini', '01_prune', 'demo_SwinIRmini_x2_01_prune',
+                 ['train:total_iter=2', 'logger:print_freq=2', 'prune:lambda=2.0', 'val:val_freq=1000', *small])
+    density = json.loads((exp1 / 'sparsity_report.json').read_text())['density']
+    assert 0 < density['total'] < 1 and 'layers.0' in density
+    exp2 = _demo(workdir, 'SwinIRmini', '02_compress', 'demo_SwinIRmini_x2_02_compress')
+    ckpt = torch.load(exp2 / 'models' / 'net_g_compact.pth', weights_only=True)
+    assert ckpt['arch']['type'] == 'SwinIRmini' and count_params(build(ckpt['arch'])) == 98868
+    exp3 = _demo(workdir, 'SwinIRmini', '03_distill', 'demo_SwinIRmini_x2_03_distill',
+                 ['train:total_iter=2', 'val:val_freq=1000', *small])
+    final = torch.load(exp3 / 'models' / 'net_g_latest.pth', weights_only=True)['params']
+    assert sum(v.numel() for k, v in final.items() if 'relative_position_index' not in k and 'attn_mask' not in k) \
+        == 98868
+    res = run_cli(['basicsr', 'test', '-opt', workdir / 'options/demo/SwinIRmini/04_test_x2.yml'], workdir)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert 'psnr' in (res.stdout + res.stderr)

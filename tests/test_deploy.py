@@ -10,9 +10,10 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from ddsr.cli import ddsr_main
-from ddsr.compress.export import export_onnx, natural_image
-from ddsr.compress.inference import load_checkpoint_network, onnx_upscaler, to_deploy, torch_upscaler
-from ddsr.errors import DDSRError
+from ddsr.commands.upscale import build_upscaler
+from ddsr.compress.export import export_onnx, natural_image, stored_mask_sizes
+from ddsr.compress.inference import (auto_upscaler, load_checkpoint_network, onnx_upscaler, to_deploy,
+                                     torch_upscaler)
 from tests.conftest import PRETRAINED
 
 DIPNET = PRETRAINED / 'DIPNet_x4.pth'
@@ -48,16 +49,19 @@ def test_tiled_equals_whole_for_conv_net():
     assert (up(x, tile=40, overlap=0) - whole).abs().max() > 1 / 255  # no context: visible seams
 
 
-def test_tiled_dipnet_close_to_whole():
-    """DIPNet's ESA pools on a stride-6 grid and resizes bilinearly to the tile size, so tiles are not exact:
-    the difference stays small (PSNR of tiled vs whole >= 40 dB); one tile is exact."""
+def test_tiled_dipnet_equals_whole():
+    """DIPNet (official weights): ESA pools on a stride-6 grid and resizes with the whole image's ratio; tiles
+    aligned to the grid and resized with that ratio (tile_geometry) match whole-image output within 1/255."""
     up = torch_upscaler(dipnet())
-    x = natural_image(72)[..., :61]
+    assert up.align == 6 and up.tile_context is not None
+    x = natural_image(96)[..., :85]
     whole = up(x)
-    assert torch.equal(up(x, tile=72, overlap=16), whole)
-    tiled = up(x, tile=40, overlap=24)
-    assert tiled.shape == (1, 3, 288, 244)
-    assert psnr(tiled, whole) >= 40
+    assert torch.equal(up(x, tile=96, overlap=16), whole)  # one tile
+    tiled = up(x, tile=40, overlap=32)
+    assert tiled.shape == (1, 3, 384, 340)
+    assert (tiled - whole).abs().max() <= 1 / 255
+    up.tile_context = None  # grid-aligned tiles resized with their own ratio: visibly off
+    assert (up(x, tile=40, overlap=32) - whole).abs().max() > 1 / 255
 
 
 def write_inputs(folder: Path) -> dict:
@@ -119,8 +123,15 @@ def test_upscale_refuses_output_in_input_folder(tmp_path, capsys):
     assert digest(tmp_path / 'in') == before
 
 
+def pruned_swinirmini() -> torch.nn.Module:
+    return ARCH_REGISTRY.get('SwinIRmini')(upscale=2, depths=[2, 2], num_heads=[6, 6], head_dim=4,
+                                           layer_heads=[[2, 3], [1, 6]], layer_mlp_hidden=[[8, 48], [5, 30]])
+
+
 def onnx_cases():
-    cases = [('EDSRmini', lambda: ARCH_REGISTRY.get('EDSRmini')(upscale=3))]
+    cases = [('EDSRmini', lambda: ARCH_REGISTRY.get('EDSRmini')(upscale=3)),
+             ('SwinIRmini', lambda: ARCH_REGISTRY.get('SwinIRmini')(upscale=4)),
+             ('SwinIRmini-pruned', pruned_swinirmini)]
     if DIPNET.is_file():
         cases.append(('DIPNet', dipnet))
     if DDISTILL.is_file():
@@ -136,8 +147,10 @@ def test_onnx_matches_pytorch(tmp_path, name, make):
     meta = export_onnx(net, tmp_path / f'{name}.onnx', size=16)
     up = onnx_upscaler(str(tmp_path / f'{name}.onnx'))
     assert up.scale == meta['scale']
-    for h, w in ((16, 16), (27, 20)):  # the export size and another one
-        x = natural_image(32)[..., :h, :w]
+    # the export size, another size, and (Swin) the size whose shift mask the blocks store (img_size 64)
+    sizes = ((16, 16), (27, 20)) if meta['multiple'] == 1 else ((16, 16), (64, 64), (40, 72))
+    for h, w in sizes:
+        x = natural_image(80)[..., :h, :w]
         with torch.no_grad():
             ref = net(x)
         out = up.forward(x)
@@ -145,9 +158,40 @@ def test_onnx_matches_pytorch(tmp_path, name, make):
         assert (out - ref).abs().max() <= 1e-4, (name, h, w)
 
 
-def test_onnx_refuses_swin():
-    with pytest.raises(DDSRError, match='attention mask'):
-        export_onnx(ARCH_REGISTRY.get('SwinIRmini')(), 'unused.onnx')
+def test_auto_path_runs_swin_through_onnxruntime():
+    """The default CPU path exports SwinIRmini too; any input size (padded to the window) matches PyTorch."""
+    torch.manual_seed(0)
+    net = ARCH_REGISTRY.get('SwinIRmini')(upscale=2).eval()
+    up = auto_upscaler(net)
+    assert up.info['backend'] == 'onnxruntime'
+    x = natural_image(64)[..., :27, :45]
+    with torch.no_grad():
+        assert (up(x) - torch_upscaler(net)(x)).abs().max() <= 1e-4
+
+
+def test_tiled_esa_net_upscale_uses_pytorch(tmp_path):
+    """--tile with an ESA net (DIPNet) takes the exact PyTorch tiling path; without --tile: onnxruntime."""
+    import argparse
+    torch.manual_seed(0)
+    net = ARCH_REGISTRY.get('DIPNet')(upscale=2)
+    torch.save({'params': net.state_dict(), 'arch': net.config()}, tmp_path / 'dipnet.pth')
+    base = dict(onnx=None, opt=None, weights=str(tmp_path / 'dipnet.pth'), arch=None, arch_kwargs='{}',
+                param_key='params', device='cpu', backend='auto', channels_last=False, threads=None)
+    tiled = build_upscaler(argparse.Namespace(**base, tile=64))
+    assert tiled.info['backend'] == 'torch' and tiled.align == 6
+    assert build_upscaler(argparse.Namespace(**base, tile=None)).info['backend'] == 'onnxruntime'
+
+
+def test_swin_export_is_traced_off_the_stored_mask_size(tmp_path):
+    """Traced at the size of the stored shift mask, the graph would keep that mask for every size; the export
+    moves to another window multiple, so the ONNX model also fits a 64x64 input (the stored size)."""
+    net = ARCH_REGISTRY.get('SwinIRmini')(upscale=2).eval()
+    assert stored_mask_sizes(net) == {64}
+    export_onnx(net, tmp_path / 'swin.onnx', size=64)
+    up = onnx_upscaler(str(tmp_path / 'swin.onnx'))
+    x = natural_image(80)[..., :48, :56]
+    with torch.no_grad():
+        assert (up.forward(x) - net(x)).abs().max() <= 1e-4
 
 
 def test_export_command_train_form_to_deploy_and_onnx(tmp_path, capsys):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ddsr.archs.dbb import DiverseBranchBlock
+from ddsr.archs.esa_upsample import ESA_STRIDE, upsample_coarse
 from ddsr.archs.reparam import Reparameterizable, fuse_bn, make_fused_conv
 
 
@@ -157,6 +158,8 @@ class ESA(nn.Module):
         num_feat (int): Channels of the gated features.
     """
 
+    grid_stride = ESA_STRIDE  # tiled inference aligns tiles to the coarse grid (ddsr.archs.esa_upsample)
+
     def __init__(self, num_feat: int) -> None:
         super().__init__()
         f = num_feat // 4
@@ -172,7 +175,7 @@ class ESA(nn.Module):
         c1 = self.conv1(x)
         v = F.relu(self.conv_max(F.max_pool2d(self.conv2(c1), kernel_size=7, stride=3)))
         u = self.conv3_(F.relu(self.conv3(v)))
-        u = F.interpolate(u, size=x.shape[-2:], mode='bilinear', align_corners=False)
+        u = upsample_coarse(u, x.shape[-2:])
         return x * torch.sigmoid(self.conv4(u + self.conv_f(c1)))
 
 

@@ -13,6 +13,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ddsr.archs.esa_upsample import ESA_STRIDE, upsample_coarse
 from ddsr.archs.reparam import (Reparameterizable, conv_kernel_bias, identity_kernel, make_fused_conv, merge_kxk_1x1,
                                 sum_branches)
 
@@ -28,6 +29,8 @@ class ESA(nn.Module):
         esa_channels (int): Channels inside the attention branch.
     """
 
+    grid_stride = ESA_STRIDE  # tiled inference aligns tiles to the coarse grid (ddsr.archs.esa_upsample)
+
     def __init__(self, num_feat: int, esa_channels: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(num_feat, esa_channels, 1)
@@ -39,7 +42,7 @@ class ESA(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         c1 = self.conv1(x)
         low = self.conv3(F.max_pool2d(self.conv2(c1), kernel_size=7, stride=3))
-        low = F.interpolate(low, size=x.shape[-2:], mode='bilinear', align_corners=False)
+        low = upsample_coarse(low, x.shape[-2:])
         return x * torch.sigmoid(self.conv4(low + self.conv_f(c1)))
 
 

@@ -11,6 +11,8 @@ from basicsr.utils import FileClient, img2tensor, imfrombytes, tensor2img
 from torch import nn
 from tqdm import tqdm
 
+from ddsr.archs.esa_upsample import grid_stride, tile_geometry
+from ddsr.compress import tiling
 from ddsr.data.lmdb_tools import list_images, read_image
 from ddsr.errors import DDSRError
 
@@ -63,22 +65,12 @@ def _meta_keys(lmdb_path: str) -> List[str]:
 
 
 def tiled_forward(net: nn.Module, x: torch.Tensor, scale: int, tile: int, tile_pad: int = 16) -> torch.Tensor:
-    """``net(x)`` computed on ``tile`` x ``tile`` LR tiles, each with ``tile_pad`` pixels of context that are cut
-    from its output, so large images fit in memory (exact away from tile borders, near-exact at them)."""
-    _, c, h, w = x.shape
-    out = None
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            py0, px0 = max(y0 - tile_pad, 0), max(x0 - tile_pad, 0)
-            py1, px1 = min(y1 + tile_pad, h), min(x1 + tile_pad, w)
-            part = net(x[:, :, py0:py1, px0:px1])
-            if out is None:
-                out = x.new_zeros(1, part.shape[1], h * scale, w * scale)
-            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-                part[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
-    return out
+    """``net(x)`` on ``tile`` x ``tile`` LR tiles reading ``tile_pad`` px of context per side, seams blended
+    (:func:`ddsr.compress.tiling.tiled_forward`; ESA nets tile on their grid), so large images fit in memory; exact
+    when ``tile_pad / 2`` covers the receptive field."""
+    align = grid_stride(net)
+    return tiling.tiled_forward(net, x, scale, tile, tile_pad, align=align,
+                                context=tile_geometry if align > 1 else None)
 
 
 def super_resolve(net: nn.Module, lq: np.ndarray, scale: int, device: str = 'cpu', tile: Optional[int] = None,

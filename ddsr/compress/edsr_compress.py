@@ -1,6 +1,7 @@
 """Channel / block compression of BasicSR EDSR-family networks (EDSR, EDSRmini) into an EDSRmini.
 
-Dependency groups (each pruned with one keep-index list):
+Dependency groups (each pruned with one keep-index list); trunk and block middles come from Torch-Pruning's
+dependency graph (ddsr.compress.dependency):
 - trunk: conv_first out, every block's conv2 out, conv_after_body out/in, block conv1 in, upsample.0 in;
 - mid of block i: conv1 out = conv2 in;
 - upsample stage s: post-shuffle channel c = conv rows c*r^2..c*r^2+r^2-1 (PixelShuffle groups) = next conv in;
@@ -13,6 +14,8 @@ from typing import Dict, List
 
 import torch
 
+from ddsr.archs.edsrmini_arch import EDSRmini
+from ddsr.compress.dependency import coupled_slices
 from ddsr.compress.importance import group_scores, keep_top
 from ddsr.compress.slicing import shuffle_groups, take
 
@@ -50,16 +53,15 @@ def _ratio(kw: Dict) -> int:
 def scores(state: Dict[str, torch.Tensor], kw: Dict) -> Dict:
     """Ranking scores and producer-only ('alive' test) scores of every group."""
     nf, blocks, ups, r = kw['num_feat'], range(kw['num_block']), kw['upsample_channels'], _ratio(kw)
-    prod = [(state['conv_first.weight'], 0), (state['conv_first.bias'], 0), (state['conv_after_body.weight'], 0),
-            (state['conv_after_body.bias'], 0)] + [(state[f'body.{i}.conv2.{p}'], 0) for i in blocks
-                                                     for p in ('weight', 'bias')]
-    cons = [(state['conv_after_body.weight'], 1), (state['upsample.0.weight'], 1)]
-    cons += [(state[f'body.{i}.conv1.weight'], 1) for i in blocks]
+    groups = coupled_slices(EDSRmini(**{k: v for k, v in kw.items() if k != 'type'}),
+                            ['conv_first'] + [f'body.{i}.conv1' for i in blocks], torch.zeros(1, kw['num_in_ch'], 8, 8))
+    slices = lambda names: [(state[key], axis) for key, axis in names]  # noqa: E731
+    prod, cons = map(slices, groups['conv_first'])
     out = {'trunk': _rank(group_scores(prod, nf), group_scores(prod + cons, nf))}
     out['mid'] = []
     for i, c in zip(blocks, kw['block_channels']):
-        p = [(state[f'body.{i}.conv1.weight'], 0), (state[f'body.{i}.conv1.bias'], 0)]
-        out['mid'].append(_rank(group_scores(p, c), group_scores(p + [(state[f'body.{i}.conv2.weight'], 1)], c)))
+        p, q = map(slices, groups[f'body.{i}.conv1'])
+        out['mid'].append(_rank(group_scores(p, c), group_scores(p + q, c)))
     conv2 = torch.stack([state[f'body.{i}.conv2.weight'].float().norm().cpu() for i in blocks])
     out['block'] = torch.where(torch.stack([m['alive'].any() for m in out['mid']]), conv2, torch.tensor(-1.))
     out['up'] = []

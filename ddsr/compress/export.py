@@ -2,10 +2,13 @@
 
 ONNX: TorchScript-based exporter (``dynamo=False``; the dynamo exporter needs onnxscript, which is not a
 dependency), opset 17, dynamic batch/height/width; metadata ``scale``, ``min_size``, ``multiple`` tell
-``ddsr upscale --onnx`` how to pad. Swin-type nets (``window_size``) are refused: their attention mask is
-computed in Python and would be frozen at the traced size. The export is checked against PyTorch on a natural
-image (scikit-image photo).
+``ddsr upscale --onnx`` how to pad. Swin-type nets (``window_size``): a Swin block reuses its stored shift mask
+when the input has the size it was built for (``input_resolution``) and otherwise computes the mask from the
+input size; the export is traced at a window multiple that differs from the stored size, so the graph computes
+the mask from the (dynamic) input size and is right at every window multiple. The export is checked against
+PyTorch on a natural image (scikit-image photo).
 """
+import warnings
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -53,23 +56,30 @@ def natural_image(size: int = 64, offset=(96, 160)) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()[None] / 255.
 
 
+def stored_mask_sizes(net: nn.Module) -> set:
+    """Input sides for which a Swin block of ``net`` would use its stored attention mask instead of computing it."""
+    return {side for m in net.modules() if getattr(m, 'attn_mask', None) is not None
+            for side in getattr(m, 'input_resolution', ())}
+
+
 def export_onnx(net: nn.Module, path: PathLike, size: int = 64, opset: int = OPSET) -> Dict:
     """Export the deploy form of ``net`` to ONNX with dynamic H/W and metadata; returns the metadata."""
     import onnx
     net = to_deploy(net).cpu()
     multiple = int(getattr(net, 'window_size', 1) or 1)
-    if multiple > 1:
-        raise DDSRError(f'{type(net).__name__}: no ONNX export (the shifted-window attention mask is built in Python '
-                        'for the traced size, so the graph would only be right at that size); use the PyTorch path')
     size = max(size, MIN_INPUT) + (-max(size, MIN_INPUT)) % multiple
+    if multiple > 1 and size in stored_mask_sizes(net):
+        size += multiple  # trace the size-dependent mask computation, not the stored mask of that one size
     x = natural_image(size)
     with torch.no_grad():
         scale = net(x).shape[-1] // size
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {0: 'batch', 2: 'height', 3: 'width'}
-    torch.onnx.export(net, (x, ), str(path), input_names=['lr'], output_names=['sr'], opset_version=opset,
-                      dynamic_axes={'lr': axes, 'sr': axes}, dynamo=False)
+    with warnings.catch_warnings():  # the tracer's notes on Python-side shape arithmetic (checked below instead)
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        torch.onnx.export(net, (x, ), str(path), input_names=['lr'], output_names=['sr'], opset_version=opset,
+                          dynamic_axes={'lr': axes, 'sr': axes}, dynamo=False)
     model = onnx.load(str(path))
     meta = {'scale': scale, 'min_size': max(MIN_INPUT, multiple), 'multiple': multiple}
     for key, value in meta.items():
@@ -79,10 +89,10 @@ def export_onnx(net: nn.Module, path: PathLike, size: int = 64, opset: int = OPS
 
 
 def onnx_max_diff(net: nn.Module, path: PathLike, size: int = 64) -> float:
-    """max |ONNX - PyTorch| on a natural ``size`` x ``size`` crop (onnxruntime, CPU)."""
+    """max |ONNX - PyTorch| on a natural ``size`` x ``size`` crop (onnxruntime, CPU; padded as the model needs)."""
     from ddsr.compress.inference import onnx_upscaler
     x = natural_image(size)
     up = onnx_upscaler(str(path))
     with torch.no_grad():
         ref = to_deploy(net).cpu()(x)
-    return float((up.forward(x) - ref).abs().max())
+    return float((up(x) - ref).abs().max())

@@ -3,9 +3,9 @@ run it on image files of any size, mode and bit depth.
 
 Fastest CPU path measured by ``benchmarks/bench_deploy_paths.py`` (see README): onnxruntime (0.26-0.44x of
 PyTorch eager latency at 256x256 LR with 2 threads on a loaded 2-core machine; 0.6-0.9x with 1 thread at 320x180,
-on par with ``channels_last``), so :func:`auto_upscaler` exports the deploy net to a temporary ONNX model, checks it
-against PyTorch and runs it; Swin-type nets (no dynamic-size ONNX) and CUDA use PyTorch in ``torch.inference_mode``
-with ``channels_last``.
+on par with ``channels_last``; SwinIRmini 0.35x at 128x128, 1 thread), so :func:`auto_upscaler` exports the deploy
+net to a temporary ONNX model, checks it against PyTorch and runs it; CUDA uses PyTorch in ``torch.inference_mode``
+with ``channels_last``, and so do tiled ESA nets (DIPNet, DDistill-SR), whose exact tiling needs PyTorch.
 
 Images: 8/16-bit, gray/RGB/RGBA. Gray runs through the net as 3 equal channels and the output is their mean; alpha
 is upscaled separately by bicubic interpolation (networks are trained on RGB only).
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ddsr.archs.esa_upsample import grid_stride, tile_geometry
 from ddsr.archs.reparam import Reparameterizable, switch_to_deploy
 from ddsr.bench.models import ModelSpec, build_network, spec_from_option_file
 from ddsr.compress.tiling import tiled_forward
@@ -36,9 +37,12 @@ class Upscaler:
     min_size: int = MIN_INPUT
     multiple: int = 1
     info: Dict = field(default_factory=dict)
+    align: int = 1  # tile origins: multiples of the net's coarse grid (ESA), see ddsr.archs.esa_upsample
+    tile_context: Optional[Callable] = None
 
     def __call__(self, x: Tensor, tile: Optional[int] = None, overlap: int = 16, progress=None) -> Tensor:
-        return tiled_forward(self.forward, x, self.scale, tile, overlap, self.min_size, self.multiple, progress)
+        return tiled_forward(self.forward, x, self.scale, tile, overlap, self.min_size, self.multiple, progress,
+                             self.align, self.tile_context)
 
 
 def load_checkpoint_network(weights: str, arch: Optional[Mapping] = None,
@@ -89,15 +93,17 @@ def torch_upscaler(net: nn.Module, device: str = 'cpu', channels_last: bool = Fa
             return net(x.to(device).contiguous(memory_format=memory_format)).float().cpu()
 
     min_size = max(MIN_INPUT, multiple)
+    align = grid_stride(net)
     return Upscaler(forward, probe_scale(forward, min_size), min_size, multiple,
-                    {'backend': 'torch', 'device': device, 'channels_last': channels_last})
+                    {'backend': 'torch', 'device': device, 'channels_last': channels_last}, align,
+                    tile_geometry if align > 1 else None)
 
 
 def auto_upscaler(net: nn.Module, device: str = 'cpu', threads: Optional[int] = None, tol: float = 1e-4) -> Upscaler:
     """Fastest correct path: CPU -> onnxruntime via a temporary ONNX export (checked to ``tol`` on a natural crop);
-    else (CUDA, Swin-type nets, no onnxruntime, export mismatch) PyTorch ``inference_mode`` + ``channels_last``."""
+    else (CUDA, no onnxruntime, export mismatch) PyTorch ``inference_mode`` + ``channels_last``."""
     net = to_deploy(net)
-    if device == 'cpu' and getattr(net, 'window_size', None) is None:
+    if device == 'cpu':
         import tempfile
 
         from ddsr.compress.export import export_onnx, onnx_max_diff

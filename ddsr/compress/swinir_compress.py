@@ -35,8 +35,8 @@ def normalize(arch: Dict) -> Dict:
         raise ValueError(f'layers have different head dims {sorted(dims)}: set head_dim')
     kw['head_dim'] = dims.pop()
     kw['depths'], kw['num_heads'] = list(kw['depths']), list(kw['num_heads'])
-    kw['layer_heads'] = [list(r) for r in kw.get('layer_heads') or [[h] * d for h, d in zip(kw['num_heads'],
-                                                                                              kw['depths'])]]
+    default_heads = [[h] * d for h, d in zip(kw['num_heads'], kw['depths'])]
+    kw['layer_heads'] = [list(r) for r in kw.get('layer_heads') or default_heads]
     hidden = int(kw['embed_dim'] * kw['mlp_ratio'])
     kw['layer_mlp_hidden'] = [list(r) for r in kw.get('layer_mlp_hidden') or [[hidden] * d for d in kw['depths']]]
     return kw

@@ -6,9 +6,15 @@ context beyond its core on each side (clipped at the image border). Outputs are 
 neighbouring tiles sum to 1 and every blended pixel comes from tiles that saw at least ``overlap / 2`` px of
 context around it. For a translation-equivariant network (convolutions only) whose receptive-field radius is
 <= ``overlap / 2``, the result equals whole-image inference up to float rounding.
+
+Networks with ESA (DIPNet, DDistill-SR) pool on a stride-6 grid and resize the pooled map with a ratio set by the
+whole image; with ``align=6`` and a ``context`` (:func:`ddsr.archs.esa_upsample.tile_geometry`) every tile starts
+on that grid (its context is extended up/left to the next multiple) and resizes as the whole image would, which
+makes these nets exact too when the overlap covers their (wide, ESA-extended) receptive field.
 """
 import math
-from typing import Callable, List, Optional, Tuple
+from contextlib import nullcontext
+from typing import Callable, ContextManager, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +23,7 @@ from torch import Tensor
 from ddsr.errors import DDSRError
 
 Forward = Callable[[Tensor], Tensor]
+TileContext = Callable[[Sequence[int], Sequence[int]], ContextManager]  # (image size, tile origin) -> context
 
 
 def pad_to_constraints(x: Tensor, min_size: int = 1, multiple: int = 1) -> Tuple[Tensor, int, int]:
@@ -45,14 +52,13 @@ def core_bounds(length: int, tile: int) -> List[int]:
     return [round(i * length / n) for i in range(n + 1)]
 
 
-def blend_ramp(start: int, stop: int, length: int, overlap: int, scale: int) -> Tensor:
-    """1-D output weights of the core ``[start, stop)`` (LR px) over its output span.
+def blend_ramp(start: int, stop: int, lo: int, hi: int, length: int, overlap: int, scale: int) -> Tensor:
+    """1-D output weights of the core ``[start, stop)`` (LR px) over the output span of the tile ``[lo, hi)``.
 
-    The span covers LR ``[start - overlap, stop + overlap)`` clipped to ``[0, length)``. The weight ramps linearly
-    from 0 to 1 across ``[start - overlap/2, start + overlap/2]`` (likewise at ``stop``); no ramp at the image
-    border. Pixel centres are evaluated in LR coordinates.
+    The weight ramps linearly from 0 to 1 across ``[start - overlap/2, start + overlap/2]`` (likewise at
+    ``stop``) and is 0 outside the ramps' reach; no ramp at the image border. Pixel centres are evaluated in LR
+    coordinates.
     """
-    lo, hi = max(start - overlap, 0), min(stop + overlap, length)
     t = (torch.arange(lo * scale, hi * scale, dtype=torch.float32) + 0.5) / scale
     w = torch.ones_like(t)
     if overlap > 0:
@@ -64,7 +70,8 @@ def blend_ramp(start: int, stop: int, length: int, overlap: int, scale: int) -> 
 
 
 def tiled_forward(forward: Forward, x: Tensor, scale: int, tile: Optional[int], overlap: int = 16,
-                  min_size: int = 1, multiple: int = 1, progress: Optional[Callable[[], None]] = None) -> Tensor:
+                  min_size: int = 1, multiple: int = 1, progress: Optional[Callable[[], None]] = None,
+                  align: int = 1, context: Optional[TileContext] = None) -> Tensor:
     """Super-resolve ``x`` (1, C, H, W) tile by tile (``tile=None`` or an image within one tile: whole image).
 
     Args:
@@ -76,6 +83,8 @@ def tiled_forward(forward: Forward, x: Tensor, scale: int, tile: Optional[int], 
         min_size (int): Smallest input the network accepts (tiles are padded up to it).
         multiple (int): Input sizes must be a multiple of this (window size of Swin-type nets).
         progress (callable | None): Called once per finished tile.
+        align (int): Tile origins are multiples of this (the ESA grid, 6, for nets with ESA).
+        context (callable | None): ``context(image_size, tile_origin)`` is entered around each tile's forward.
 
     Returns:
         Tensor: SR image (1, C', scale*H, scale*W).
@@ -91,16 +100,17 @@ def tiled_forward(forward: Forward, x: Tensor, scale: int, tile: Optional[int], 
     rows, cols = core_bounds(h, tile), core_bounds(w, tile)
     out, weight = None, torch.zeros(1, 1, h * scale, w * scale, dtype=torch.float32, device=x.device)
     for y0, y1 in zip(rows[:-1], rows[1:]):
-        wy = blend_ramp(y0, y1, h, overlap, scale).to(x.device)
+        ty, ty1 = max(y0 - overlap, 0) // align * align, min(y1 + overlap, h)
+        wy = blend_ramp(y0, y1, ty, ty1, h, overlap, scale).to(x.device)
         for x0, x1 in zip(cols[:-1], cols[1:]):
-            wx = blend_ramp(x0, x1, w, overlap, scale).to(x.device)
-            ty, tx = max(y0 - overlap, 0), max(x0 - overlap, 0)
-            patch = x[..., ty:min(y1 + overlap, h), tx:min(x1 + overlap, w)]
-            sr = padded_forward(forward, patch, scale, min_size, multiple).float()
+            tx, tx1 = max(x0 - overlap, 0) // align * align, min(x1 + overlap, w)
+            wx = blend_ramp(x0, x1, tx, tx1, w, overlap, scale).to(x.device)
+            with context((h, w), (ty, tx)) if context else nullcontext():
+                sr = padded_forward(forward, x[..., ty:ty1, tx:tx1], scale, min_size, multiple).float()
             if out is None:
                 out = torch.zeros(1, sr.shape[1], h * scale, w * scale, dtype=torch.float32, device=x.device)
             win = wy[:, None] * wx[None, :]
-            ys, xs = slice(ty * scale, ty * scale + sr.shape[-2]), slice(tx * scale, tx * scale + sr.shape[-1])
+            ys, xs = slice(ty * scale, ty1 * scale), slice(tx * scale, tx1 * scale)
             out[..., ys, xs] += sr * win
             weight[..., ys, xs] += win
             if progress:
