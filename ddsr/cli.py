@@ -1,14 +1,23 @@
 """Command line: ``basicsr train|test`` (BasicSR's pipelines with ddsr registered) and ``ddsr <command>``.
 
 ``ddsr`` sub-commands are discovered from :mod:`ddsr.commands`: each module defines ``NAME``, ``HELP``,
-``add_arguments(parser)`` and ``run(args) -> int``. A :class:`ddsr.errors.DDSRError` (bad input) is printed
-as one line and exits with code 2.
+``add_arguments(parser)`` and ``run(args) -> int``.
+
+Exit codes of every command: 0 success; 1 some items failed (e.g. ``ddsr upscale``: listed on stderr) or an
+unexpected internal error (one ``error: unexpected ...`` line; ``DDSR_TRACEBACK=1`` shows the traceback);
+2 bad input: a :class:`ddsr.errors.DDSRError` (option file, key, data, checkpoint, NaN/Inf loss) printed as one
+``error: ...`` line, or a command-line usage error; 130 interrupted (Ctrl-C). ``basicsr train|test`` that fail
+before writing any checkpoint or training state remove the experiment/results folder they created, so a bad input
+leaves nothing half-written.
 """
 import argparse
 import importlib
 import os
 import pkgutil
+import shutil
 import sys
+import traceback
+from os import path as osp
 from typing import List, Optional
 
 import ddsr  # noqa: F401  (compat + registration before basicsr's pipelines are imported)
@@ -20,28 +29,107 @@ USAGE = 'usage: basicsr {train,test} -opt OPTION.yml [--launcher {none,pytorch,s
         '[--debug] [--force_yml KEY=VALUE ...] [--archive]'
 
 
+def _message(err: BaseException) -> str:
+    text = str(err)
+    if 'Original Traceback' in text:  # re-raised from a DataLoader worker: keep the original message
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(': ', 1)[1] if last.split(': ', 1)[0].endswith('Error') else last
+    return ' '.join(text.split()) or type(err).__name__
+
+
 def _fail(err: Exception) -> int:
-    print(f'error: {err}', file=sys.stderr, flush=True)
+    print(f'error: {_message(err)}', file=sys.stderr, flush=True)
     return 2
+
+
+def _unexpected(err: Exception) -> int:
+    if os.environ.get('DDSR_TRACEBACK'):
+        traceback.print_exc()
+    print(f'error: unexpected {type(err).__name__}: {_message(err)[:500]} (set DDSR_TRACEBACK=1 to see the '
+          'traceback)', file=sys.stderr, flush=True)
+    return 1
+
+
+# Raised while BasicSR sets a run up from the options (datasets, model, losses, metrics), these come from option
+# values that the preflight does not know (a dataset's own keys, a loss kwarg): reported as bad options (exit 2).
+SETUP_ERRORS = (KeyError, TypeError, ValueError, AttributeError, AssertionError, IndexError, NotImplementedError,
+                ZeroDivisionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def _guarded(func, *args, setup_label: Optional[str] = None) -> int:
+    """``func(*args)`` with the exit-code contract of the module docstring."""
+    from ddsr.compat import PIPELINE
+    try:
+        return func(*args)
+    except DDSRError as err:
+        return _fail(err)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr, flush=True)
+        return 130
+    except SETUP_ERRORS as err:
+        if setup_label is None or PIPELINE['stage'] != 'setup':
+            return _unexpected(err)
+        if os.environ.get('DDSR_TRACEBACK'):
+            traceback.print_exc()
+        what = f'missing key {err}' if isinstance(err, KeyError) else f'{type(err).__name__}: {_message(err)[:300]}'
+        return _fail(DDSRError(f'{setup_label}: the run could not be set up from the options ({what}); check '
+                               'that key and its value'))
+    except Exception as err:  # noqa: B902  (one line instead of a traceback; exit 1 = not a known bad input)
+        return _unexpected(err)
+
+
+def _outputs(phase: str, opt: dict, args: List[str], root: str) -> List[str]:
+    """Folders a BasicSR run of ``opt`` creates (experiments/<name> [+ tb_logger/<name>] or results/<name>)."""
+    name = str(opt['name'])
+    if '--debug' in args and not name.startswith('debug'):
+        name = f'debug_{name}'
+    if phase == 'test':
+        return [osp.join(root, 'results', name)]
+    return [osp.join(root, 'experiments', name), osp.join(root, 'tb_logger', name)]
+
+
+def _has_saves(folder: str) -> bool:
+    for _, _, files in os.walk(folder):
+        if any(f.endswith(('.pth', '.state')) for f in files):
+            return True
+    return False
 
 
 def run_pipeline(phase: str, args: List[str]) -> int:
     """Run BasicSR's train or test pipeline on ``args`` (BasicSR's own flags) with the cwd as root."""
-    from ddsr.preflight import ARCHIVE_FLAG, check_options
+    from ddsr.compat import PIPELINE, reset_basicsr_logger
+    from ddsr.preflight import ARCHIVE_FLAG, check_options, option_path
     args = [arg.replace('--local-rank', '--local_rank') for arg in args]  # torch.distributed.launch spelling
     root = os.getcwd()
-    try:
-        check_options(phase, args, root)
+    new_outputs = []
+
+    def pipeline() -> int:
+        opt = check_options(phase, args, root)
+        new_outputs.extend(folder for folder in _outputs(phase, opt, args, root) if not osp.exists(folder))
         sys.argv = [f'basicsr {phase}'] + [arg for arg in args if arg != ARCHIVE_FLAG]
+        reset_basicsr_logger()  # a new log file per run, also for several runs in one process
         if phase == 'train':
             from basicsr.train import train_pipeline
             train_pipeline(root)
         else:
             from basicsr.test import test_pipeline
             test_pipeline(root)
-    except DDSRError as err:
-        return _fail(err)
-    return 0
+        return 0
+
+    PIPELINE['stage'] = 'setup'
+    try:
+        label = option_path(args)
+    except SystemExit:  # no -opt: check_options reports it (argparse usage line)
+        label = None
+    try:
+        code = _guarded(pipeline, setup_label=label)
+    finally:
+        PIPELINE['stage'] = None
+    if code != 0:  # nothing half-written: remove the folders this run created, unless it saved something
+        for folder in new_outputs:
+            if osp.isdir(folder) and not _has_saves(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+    return code
 
 
 def basicsr_main(argv: Optional[List[str]] = None) -> int:
@@ -70,10 +158,7 @@ def ddsr_main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return args.run(args)
-    except DDSRError as err:
-        return _fail(err)
+    return _guarded(args.run, args)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -10,3 +10,7 @@ class UnknownTypeError(DDSRError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ''
+
+
+class NonFiniteLossError(DDSRError):
+    """Training produced a NaN/Inf loss or gradient; raised after the last good training state was saved."""

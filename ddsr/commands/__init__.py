@@ -1,1 +1,16 @@
 """``ddsr`` sub-commands, one module each (``NAME``, ``HELP``, ``add_arguments(parser)``, ``run(args)``)."""
+import json
+from typing import Optional
+
+from ddsr.errors import DDSRError
+
+
+def arch_from_args(arch: Optional[str], arch_kwargs: str) -> Optional[dict]:
+    """``{'type': arch, **kwargs}`` of ``--arch`` / ``--arch-kwargs`` (a JSON object); None without ``--arch``."""
+    try:
+        kwargs = json.loads(arch_kwargs)
+    except json.JSONDecodeError as err:
+        raise DDSRError(f'--arch-kwargs is not valid JSON: {err}') from None
+    if not isinstance(kwargs, dict):
+        raise DDSRError(f'--arch-kwargs must be a JSON object, got {arch_kwargs}')
+    return {'type': arch, **kwargs} if arch else None

@@ -1,6 +1,5 @@
 """``ddsr bench efficiency|quality``: params/MACs/activations/runtime/memory, and Y-PSNR/SSIM on test sets."""
 import argparse
-import json
 import os
 from os import path as osp
 from typing import Dict, List, Optional
@@ -12,7 +11,9 @@ from ddsr.bench.models import (ModelSpec, build_for_quality, build_network, is_r
                                specs_from_model_list)
 from ddsr.bench.quality import PairedSet, evaluate
 from ddsr.bench.report import EFFICIENCY_COLUMNS, columns_for, format_table, plot_quality_cost, write_csv_json
+from ddsr.commands import arch_from_args
 from ddsr.errors import DDSRError
+from ddsr.preflight import check_network, load_options, read_checkpoint
 
 NAME = 'bench'
 HELP = 'benchmark networks: `efficiency` (params, MACs, activations, runtime, memory) or `quality` (Y-PSNR/SSIM)'
@@ -55,18 +56,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     qual = sub.add_parser('quality', help='Y-PSNR / SSIM (border = scale) of models on paired LMDB/folder sets')
     _add_model_args(qual)
     qual.add_argument('--tile', type=int, help='tiled inference with LR tiles of this size')
-    qual.add_argument('--tile-pad', type=int, default=16, help='LR context around each tile (default 16)')
+    qual.add_argument('--tile-pad', type=int, default=16, help='LR context read per tile side, blended (default 16)')
+
+
+def _checked(spec: ModelSpec) -> ModelSpec:
+    """The spec, after checking that its network builds and its weight files are readable (one error line)."""
+    check_network(spec.network, f'{spec.name}: network')
+    for weights in (spec.weights, spec.deploy_weights):
+        if weights and osp.isfile(weights):
+            read_checkpoint(weights, spec.name)
+    return spec
+
+
+def _spec_from_options(path: str) -> ModelSpec:
+    """``spec_from_option_file`` after checking the file parses and its keys have the right kinds."""
+    opt = load_options(path)
+    if not isinstance(opt.get('path', {}), (dict, type(None))):
+        raise DDSRError(f'{path}: path must be a mapping of keys')
+    if opt.get('scale') is not None and not isinstance(opt['scale'], int):
+        raise DDSRError(f'{path}: scale must be an integer, got {opt["scale"]!r}')
+    return _checked(spec_from_option_file(path))
 
 
 def collect_specs(args: argparse.Namespace) -> List[ModelSpec]:
-    specs = [spec_from_option_file(path) for path in args.opt]
+    if args.models:
+        load_options(args.models)  # exists and parses (one error line otherwise)
+    specs = [_spec_from_options(path) for path in args.opt]
     if args.arch:
-        try:
-            kwargs = json.loads(args.arch_kwargs)
-        except json.JSONDecodeError as err:
-            raise DDSRError(f'--arch-kwargs is not valid JSON: {err}') from err
-        network = {'type': args.arch, **kwargs}
-        specs.append(ModelSpec(name=args.name or args.arch, network=network, weights=args.weights))
+        network = arch_from_args(args.arch, args.arch_kwargs)
+        if args.weights and not osp.isfile(args.weights):
+            raise DDSRError(f'--weights not found: {args.weights}')
+        specs.append(_checked(ModelSpec(name=args.name or args.arch, network=network, weights=args.weights)))
     if args.models:
         for spec in specs_from_model_list(args.models):
             if not is_registered(spec.network['type']):
@@ -74,7 +94,7 @@ def collect_specs(args: argparse.Namespace) -> List[ModelSpec]:
                 continue
             for note in spec.notes:
                 print(f'{spec.name}: {note}')
-            specs.append(spec)
+            specs.append(_checked(spec))
     if not specs:
         raise DDSRError('no model given (use -opt, --arch or --models)')
     if args.scale:
@@ -92,8 +112,8 @@ def collect_sets(args: argparse.Namespace, scale: int) -> List[PairedSet]:
     if args.sets and not args.data_root:
         raise DDSRError('--sets needs --data-root')
     for name in args.sets:
-        sets.append(PairedSet(name, osp.join(args.data_root, name, 'HR.lmdb'),
-                            osp.join(args.data_root, name, f'LR_bicubic_X{scale}.lmdb')))
+        root = osp.join(args.data_root, name)
+        sets.append(PairedSet(name, osp.join(root, 'HR.lmdb'), osp.join(root, f'LR_bicubic_X{scale}.lmdb')))
     return sets
 
 

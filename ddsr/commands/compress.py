@@ -10,10 +10,9 @@ import argparse
 import os
 import os.path as osp
 
-import yaml
-
 from ddsr.compress.compact import compress_state, count_params, load_state, save_compact
 from ddsr.errors import DDSRError
+from ddsr.preflight import check_network, load_options, read_checkpoint
 
 NAME = 'compress'
 HELP = 'carve a compact EDSRmini / SwinIRmini (params + arch) out of a dense EDSR / SwinIR checkpoint'
@@ -32,10 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _yaml(path: str) -> dict:
-    if not osp.isfile(path):
-        raise DDSRError(f'option file not found: {path}')
-    with open(path) as f:
-        return yaml.safe_load(f)
+    return load_options(path)  # missing, unreadable or malformed: one error line
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,11 +40,11 @@ def run(args: argparse.Namespace) -> int:
         opt = {**opt, 'network_g': _yaml(args.arch_opt)['network_g']}
     if 'network_g' not in opt:
         raise DDSRError('network_g: give -opt or --arch-opt with a network_g section')
-    path_opt = opt.get('path') or {}
+    path_opt = opt.get('path') if isinstance(opt.get('path'), dict) else {}
     ckpt = args.ckpt or path_opt.get('pretrain_network_g')
     if not ckpt or not osp.isfile(ckpt):
         raise DDSRError(f'--ckpt / path.pretrain_network_g: checkpoint not found: {ckpt}')
-    prune = opt.get('prune') or {}
+    prune = opt.get('prune') if isinstance(opt.get('prune'), dict) else {}
     target, ratio = prune.get('target'), prune.get('ratio')
     if args.target or args.ratio is not None:
         target, ratio = args.target, args.ratio
@@ -60,10 +56,12 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or (osp.join('experiments', opt['name'], 'models', 'net_g_compact.pth') if 'name' in opt else None)
     if not out:
         raise DDSRError('-o/--out: output path needed without -opt')
-    state = load_state(ckpt, args.param_key or path_opt.get('param_key_g', 'params'))
+    check_network(opt['network_g'], 'network_g')
+    read_checkpoint(ckpt, '--ckpt / path.pretrain_network_g')
     try:
+        state = load_state(ckpt, args.param_key or path_opt.get('param_key_g', 'params'))
         params, arch = compress_state(state, dict(opt['network_g']), target, ratio)
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:
         raise DDSRError(f'compress: {err}') from err
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     save_compact(out, params, arch)

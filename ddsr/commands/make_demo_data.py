@@ -1,7 +1,9 @@
 """``ddsr make-demo-data``: build the embedded demo data set (see :mod:`ddsr.data.demo`)."""
 import argparse
+import os
 
 from ddsr.data.demo import DEMO_ROOT, build_demo_data, is_built
+from ddsr.errors import DDSRError
 
 NAME = 'make-demo-data'
 HELP = 'build the small demo data set (train/val, x2/x3/x4, folders + LMDB) from scikit-image photos'
@@ -13,6 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise DDSRError(f'-o {args.out} is a file: give a folder')
+    if os.path.isdir(args.out) and os.listdir(args.out) and not is_built(args.out):
+        raise DDSRError(f'-o {args.out} is a non-empty folder that is not a demo data set; it is never replaced: '
+                        'choose a new or empty folder')
     if is_built(args.out) and not args.force:
         print(f'demo data already built at {args.out} (use --force to rebuild)')
         return 0

@@ -1,8 +1,10 @@
 """``ddsr reparam``: convert a train-form checkpoint (reparameterizable branches) to the fused deploy form."""
 import argparse
+import os
 
 from ddsr.compress.deploy import convert_checkpoint
 from ddsr.errors import DDSRError
+from ddsr.preflight import check_network, load_options, read_checkpoint
 
 NAME = 'reparam'
 HELP = 'fuse the reparameterizable branches of a train checkpoint (params + params_ema) into a deploy checkpoint'
@@ -20,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.opt is not None:
+        check_network(load_options(args.opt).get('network_g'), f'{args.opt}: network_g')
+    else:
+        check_network({'type': args.arch}, '--arch')
+    if os.path.isfile(args.ckpt):
+        read_checkpoint(args.ckpt, '--ckpt')
     if args.opt is not None:
         if args.upscale is not None:
             raise DDSRError('--upscale goes with --arch; with -opt the option file sets network_g.upscale')

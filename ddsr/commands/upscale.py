@@ -1,7 +1,6 @@
 """``ddsr upscale``: super-resolve image files (any size, gray/RGB/RGBA, 8/16-bit) with a deploy network."""
 import argparse
 import glob
-import json
 import os
 import sys
 from pathlib import Path
@@ -10,11 +9,14 @@ from typing import List
 import torch
 from tqdm import tqdm
 
+from ddsr.archs.esa_upsample import grid_stride
+from ddsr.commands import arch_from_args
 from ddsr.compress.inference import (IMAGE_EXTS, Upscaler, auto_upscaler, load_checkpoint_network,
                                      load_option_network, onnx_upscaler, read_image, torch_upscaler, upscale_array,
                                      write_png)
 from ddsr.compress.tiling import num_tiles
 from ddsr.errors import DDSRError
+from ddsr.preflight import check_network, load_options, read_checkpoint
 
 NAME = 'upscale'
 HELP = 'super-resolve images (file, folder or glob) with a model (option file, checkpoint or ONNX) into PNGs'
@@ -64,12 +66,18 @@ def collect_inputs(pattern: str) -> List[Path]:
 def build_network_from_args(args: argparse.Namespace):
     """``(net, arch)`` of ``-opt`` or ``--weights`` [``--arch``/``--arch-kwargs``/``--param-key``]."""
     if args.opt:
+        opt = load_options(args.opt)
+        check_network(opt.get('network_g'), f'{args.opt}: network_g')
+        weights = (opt.get('path') or {}).get('pretrain_network_g') if isinstance(opt.get('path'), dict) else None
+        if isinstance(weights, str) and os.path.isfile(weights):
+            read_checkpoint(weights, f'{args.opt}: path.pretrain_network_g')
         return load_option_network(args.opt)
-    try:
-        kwargs = json.loads(args.arch_kwargs)
-    except json.JSONDecodeError as err:
-        raise DDSRError(f'--arch-kwargs is not JSON: {err}') from None
-    arch = {'type': args.arch, **kwargs} if args.arch else None
+    arch = arch_from_args(args.arch, args.arch_kwargs)
+    if os.path.isfile(args.weights):
+        ckpt = read_checkpoint(args.weights, '--weights')
+        source = arch if arch else ckpt.get('arch')
+        if source is not None:
+            check_network(source, '--arch' if arch else f'{args.weights}: arch')
     return load_checkpoint_network(args.weights, arch, args.param_key)
 
 
@@ -79,6 +87,9 @@ def build_upscaler(args: argparse.Namespace) -> Upscaler:
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise DDSRError('--device cuda: CUDA is not available')
     net = build_network_from_args(args)[0]
+    if args.backend == 'auto' and args.tile and grid_stride(net) > 1:
+        # ESA nets tile exactly only in PyTorch (the tile's place in the image steers ESA's resize)
+        return torch_upscaler(net, args.device, channels_last=True)
     if args.backend == 'auto':
         return auto_upscaler(net, args.device, args.threads)
     return torch_upscaler(net, args.device, args.channels_last)
