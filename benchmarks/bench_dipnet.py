@@ -86,8 +86,8 @@ def main() -> None:
     base = rows[1]
     print(f'DIPNet x{args.scale}; MACs/activations at 1x3x256x256, latency: median of {args.runs} on {args.device} '
           f'({torch.get_num_threads()} threads) at 1x3x{args.size}x{args.size}; ratios relative to deploy')
-    print(f'| model | params | GMACs | activations (M) | convs | latency (ms) | params ratio | MACs ratio | '
-          f'latency ratio |')
+    print('| model | params | GMACs | activations (M) | convs | latency (ms) | params ratio | MACs ratio | '
+          'latency ratio |')
     print('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
     for name, params, macs, acts, convs, ms in rows:
         print(f'| {name} | {params:,} | {macs:.2f} | {acts:.2f} | {convs} | {ms:.1f} | {params / base[1]:.3f} | '
