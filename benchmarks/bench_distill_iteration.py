@@ -1,10 +1,12 @@
 """Cost of a KD iteration with stored enhanced-HR targets vs. a plain SRModel iteration (same student).
 
 With targets in the batch (EnhancedPairedImageDataset) DistillSRModel never runs the teacher, so an iteration
-should cost about the same as SRModel's (target: <= 1.2x). Also shown: the LapPyramidLoss variant and an online
-teacher (EDSR nf64 nb16, the EDSR-baseline) for reference.
+should cost about the same as SRModel's (target: <= 1.2x), with the enhanced-HR L1 loss and with LapPyramidLoss
+(L_dis) on the stored targets. Also shown: an online teacher (EDSR nf64 nb16, the EDSR-baseline) for reference.
+Each thread count (``--threads``) is measured separately; the runs are interleaved iteration by iteration so that
+load from other processes on a shared machine hits all of them alike.
 
-    python benchmarks/bench_distill_iteration.py [--iters 30] [--batch 8] [--gt-size 96]
+    python benchmarks/bench_distill_iteration.py [--iters 30] [--batch 8] [--gt-size 96] [--threads 1 2]
 """
 import argparse
 import tempfile
@@ -52,12 +54,8 @@ def median_times(runs, iters: int) -> list:
     return [sorted(t)[len(t) // 2] for t in times]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--iters', type=int, default=30)
-    parser.add_argument('--batch', type=int, default=8)
-    parser.add_argument('--gt-size', type=int, default=96)
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> None:
+    """Build the four runs and print the median iteration times and ratios at the current thread count."""
     torch.manual_seed(0)
     lq_size = args.gt_size // 4
     batches = [{'lq': torch.rand(args.batch, 3, lq_size, lq_size),
@@ -84,7 +82,19 @@ def main() -> None:
           f'{torch.get_num_threads()}, median of {args.iters} interleaved iterations')
     print(f'{"iteration":54s} {"ms":>8s} {"ratio":>6s}')
     for name, ms in rows:
-        print(f'{name:54s} {ms:8.1f} {ms / base:6.2f}x')
+        print(f'{name:54s} {ms:8.1f} {ms / base:6.2f}x', flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--iters', type=int, default=30)
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--gt-size', type=int, default=96)
+    parser.add_argument('--threads', type=int, nargs='+', default=[1, 2], help='torch CPU thread counts to measure')
+    args = parser.parse_args()
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        measure(args)
 
 
 if __name__ == '__main__':

@@ -73,6 +73,21 @@ def test_lap_pyramid_matches_direct_formula():
     ref = 0.5 * _ref_ldis(s, t)
     assert abs(loss.item() - ref.item()) < 1e-6 * max(1., ref.item())
     assert loss.item() > 0.1
+    # the gradient (custom backward of the separable filters) equals autograd's through the direct formula
+    s1 = torch.rand(1, 2, 32, 48, dtype=torch.float64, requires_grad=True)
+    t1 = torch.rand(1, 2, 32, 48, dtype=torch.float64)
+    grad, = torch.autograd.grad(LapPyramidLoss()(s1, t1), s1)
+    ref_grad, = torch.autograd.grad(_ref_ldis(s1, t1), s1)
+    assert torch.allclose(grad, ref_grad, rtol=1e-6, atol=1e-12)
+    # sizes not divisible by 16: the loss is the formula on the bottom/right reflect-padded inputs
+    s2, t2 = torch.rand(1, 2, 50, 40, dtype=torch.float64), torch.rand(1, 2, 50, 40, dtype=torch.float64)
+    pad = (0, 8, 0, 14)
+    ref2 = _ref_ldis(F.pad(s2, pad, mode='reflect'), F.pad(t2, pad, mode='reflect'))
+    assert abs(LapPyramidLoss()(s2, t2).item() - ref2.item()) < 1e-6 * max(1., ref2.item())
+    # float32 stays within float32 rounding of the float64 value
+    s3, t3 = torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64)
+    loss32 = LapPyramidLoss()(s3, t3).item()
+    assert loss32 == pytest.approx(LapPyramidLoss()(s3.double(), t3.double()).item(), rel=1e-5)
 
 
 def test_lap_pyramid_zero_gradients_and_frequencies():

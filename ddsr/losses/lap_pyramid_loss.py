@@ -4,35 +4,110 @@ L_dis(S, T) = LapL1(S, T) + LapL1(S - G(S), T - G(T)), with LapL1(a, b) = sum_l 
 over ``levels`` Laplacian levels. G is the 5x5 binomial blur ([1,4,6,4,1]^T [1,4,6,4,1] / 256, per channel,
 reflect padding); reduce = blur + 2x average pooling; expand = zero insertion + blur with 4G; the last level
 is the low-pass residual. See DESIGN.md section 3.
+
+How it is computed (same value, a fraction of the work; ``tests/test_distill.py`` checks it against the
+formula written out directly):
+
+- Every step (reflect padding, G, reduce, expand) is linear, so L_l(a) - L_l(b) = L_l(a - b) and
+  (S - G(S)) - (T - G(T)) = D - G(D) with D = S - T. Only two pyramids are built, of D and of D - G(D), and
+  both in ONE pass over their concatenation along the batch dimension (equal sizes, so the sum of the two
+  per-level means is twice the mean over the concatenation).
+- G is separable ([1,4,6,4,1] / 16 along H, then W) and applied with shifted slices of one reflect-padded
+  tensor: no per-channel kernels or convolutions (a depthwise 5x5 convolution is slow on CPU, its backward
+  slower).
+- reduce (blur, then 2x2 average pooling) is one strided separable filter [1,5,10,10,5,1] / 32 per axis.
+- All weights are exact binary fractions, so they are applied inside the taps (no separate normalisation).
+- expand is polyphase: even outputs (d[i-1] + 6 d[i] + d[i+1]) / 8, odd outputs (d[i] + d[i+1]) / 2 per axis,
+  where the reflect padding of the zero-inserted image amounts to d[-1] = d[1] and d[n] = d[n-1]; the zeros
+  are never multiplied.
 """
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-_BINOMIAL = (1., 4., 6., 4., 1.)
+
+# Separable 1-D weights (exact binary fractions, so the scaling adds no rounding): G = BINOMIAL^T BINOMIAL;
+# reduce = G then 2x2 average pooling = [1,4,6,4,1] / 16 convolved with [1,1] / 2 per axis, taken at stride 2.
+_BINOMIAL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+_REDUCE = (1 / 32, 5 / 32, 10 / 32, 10 / 32, 5 / 32, 1 / 32)
 
 
-def binomial_kernel(channels: int) -> torch.Tensor:
-    """Depthwise 5x5 binomial kernel G, shape (channels, 1, 5, 5), sum 1 per channel."""
-    k1 = torch.tensor(_BINOMIAL)
-    return (torch.outer(k1, k1) / 256.).expand(channels, 1, 5, 5).contiguous()
+def _strided(x: torch.Tensor, dim: int, start: int, length: int, step: int) -> torch.Tensor:
+    """View of x[start + step * i] along ``dim`` for i < ``length``."""
+    view = x.narrow(dim, start, step * (length - 1) + 1)
+    return view if step == 1 else view[(slice(None), ) * dim + (slice(None, None, step), )]
 
 
-def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Per-channel convolution with ``kernel`` after reflect padding by 2 (size preserved)."""
-    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode='reflect'), kernel, groups=x.shape[1])
+class _Taps(torch.autograd.Function):
+    """y[i] = sum_k w[k] * x[start + k + step * i] along one axis; the backward scatters with in-place adds
+    into one zero tensor (autograd's slice backward would allocate and fill a full-size tensor per tap)."""
+
+    @staticmethod
+    def forward(ctx, x, dim, weights, length, step, start):
+        dim = dim % x.dim()
+        ctx.args = (x.shape, dim, weights, length, step, start)
+        out = None
+        for k, weight in enumerate(weights):
+            term = _strided(x, dim, start + k, length, step)
+            if out is None:
+                out = term * weight
+            else:
+                out.add_(term, alpha=weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape, dim, weights, length, step, start = ctx.args
+        grad_x = grad.new_zeros(shape)
+        for k, weight in enumerate(weights):
+            _strided(grad_x, dim, start + k, length, step).add_(grad, alpha=weight)
+        return grad_x, None, None, None, None, None
 
 
-def laplacian_pyramid(x: torch.Tensor, kernel: torch.Tensor, levels: int) -> list:
+def _taps(x: torch.Tensor, dim: int, weights, length: int, step: int = 1, start: int = 0) -> torch.Tensor:
+    """sum_k weights[k] * x[start + k + step * i] along ``dim`` for i < ``length``."""
+    return _Taps.apply(x, dim, tuple(weights), length, step, start)
+
+
+def blur(x: torch.Tensor) -> torch.Tensor:
+    """G(x): 5x5 binomial blur of each channel, reflect padding by 2 (size preserved)."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (2, 2, 2, 2), mode='reflect')
+    return _taps(_taps(padded, -2, _BINOMIAL, h), -1, _BINOMIAL, w)
+
+
+def reduce(x: torch.Tensor) -> torch.Tensor:
+    """Pyramid reduce: G(x) followed by 2x2 average pooling, as one strided separable filter."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (2, 2, 2, 2), mode='reflect')
+    return _taps(_taps(padded, -2, _REDUCE, h // 2, 2), -1, _REDUCE, w // 2, 2)
+
+
+def _expand_axis(d: torch.Tensor, dim: int) -> torch.Tensor:
+    """Zero insertion along ``dim``, then the [1,4,6,4,1] / 8 filter with reflect padding (polyphase)."""
+    n = d.shape[dim]
+    ext = torch.cat((d.narrow(dim, 1, 1), d, d.narrow(dim, n - 1, 1)), dim)  # d[-1] = d[1], d[n] = d[n - 1]
+    even = _taps(ext, dim, (1 / 8, 6 / 8, 1 / 8), n)
+    odd = _taps(ext, dim, (1 / 2, 1 / 2), n, start=1)
+    dim = dim % d.dim()
+    shape = list(d.shape)
+    shape[dim] = 2 * n
+    return torch.stack((even, odd), dim + 1).reshape(shape)
+
+
+def expand(d: torch.Tensor) -> torch.Tensor:
+    """Pyramid expand to twice the size: zero insertion, then blur with 4G (reflect padding)."""
+    return _expand_axis(_expand_axis(d, -2), -1)
+
+
+def laplacian_pyramid(x: torch.Tensor, levels: int) -> list:
     """``levels`` band-pass images: L_l = x_l - expand(reduce(x_l)) for l < levels - 1, then the residual."""
     bands = []
     current = x
     for _ in range(levels - 1):
-        down = F.avg_pool2d(blur(current, kernel), 2)
-        up = torch.zeros_like(current)
-        up[..., ::2, ::2] = down
-        bands.append(current - blur(up, 4 * kernel))
+        down = reduce(current)
+        bands.append(current - expand(down))
         current = down
     bands.append(current)
     return bands
@@ -74,19 +149,15 @@ class LapPyramidLoss(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode='reflect')
         return x
 
-    def lap_l1(self, a: torch.Tensor, b: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        """LapL1(a, b) = sum_l 2^l * mean|L_l(a) - L_l(b)|."""
-        reduce = torch.mean if self.reduction == 'mean' else torch.sum
-        bands_a = laplacian_pyramid(a, kernel, self.levels)
-        bands_b = laplacian_pyramid(b, kernel, self.levels)
-        return sum(2**lvl * reduce(torch.abs(la - lb)) for lvl, (la, lb) in enumerate(zip(bands_a, bands_b)))
-
     def forward(self, pred: torch.Tensor, target: torch.Tensor, **kwargs) -> torch.Tensor:
         """L_dis(pred, target), both (N, C, H, W) of the same shape."""
         if pred.shape != target.shape:
             raise ValueError(f'LapPyramidLoss: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ')
-        pred, target = self._pad(pred), self._pad(target)
-        kernel = binomial_kernel(pred.shape[1]).to(pred)
-        high_pred = pred - blur(pred, kernel)
-        high_target = target - blur(target, kernel)
-        return self.loss_weight * (self.lap_l1(pred, target, kernel) + self.lap_l1(high_pred, high_target, kernel))
+        diff = self._pad(pred - target)  # reflect padding is linear too
+        both = torch.cat((diff, diff - blur(diff)), 0)  # pyramids of S - T and (S - G(S)) - (T - G(T))
+        total = 0
+        for level, band in enumerate(laplacian_pyramid(both, self.levels)):
+            # mean: mean|L(D)| + mean|L(D - G(D))| = 2 * mean over the concatenation (equal sizes)
+            level_loss = band.abs().sum() if self.reduction == 'sum' else 2 * band.abs().mean()
+            total = total + 2**level * level_loss
+        return self.loss_weight * total

@@ -217,4 +217,3 @@ class DistillSRModel(SRModel):
             if not osp.isfile(path):
                 raise DDSRError(f'resume: feature adapters not found: {path}')
             self.load_network(self.cri_feat.adapters, path, True, 'params')
-
