@@ -77,7 +77,7 @@ def paths(net: nn.Module, x: torch.Tensor, tmp: Path, threads: int, compile_: bo
         if not onnx_path.is_file():
             export_onnx(net, onnx_path, size=32)
         session = onnx_upscaler(str(onnx_path), threads)
-        out['onnxruntime'] = lambda: session.forward(x)
+        out['onnxruntime'] = lambda: session(x)  # pads to the model's constraints (Swin: window multiples)
     except DDSRError:
         out['onnxruntime'] = None
     if compile_:

@@ -42,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--tile-overlap', type=int, default=16, help='context per tile side in LR px (default 16)')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='PyTorch device (default cpu)')
     parser.add_argument('--backend', default='auto', choices=('auto', 'torch'),
-                        help='auto (default): on CPU run the net through onnxruntime (temporary ONNX export, checked '
-                        'against PyTorch; fastest measured), else PyTorch; torch: PyTorch inference_mode')
+                        help='auto (default): on CPU time PyTorch (inference_mode + channels_last) and onnxruntime '
+                        '(temporary ONNX export, checked against PyTorch) on a probe image and use the faster; '
+                        'CUDA and tiled ESA nets: PyTorch; torch: PyTorch inference_mode')
     parser.add_argument('--channels-last', action='store_true', help='--backend torch: channels_last memory format')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: the library default)')
     parser.add_argument('--suffix', default='', help='appended to output names, e.g. _x4')
@@ -122,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
             except DDSRError as err:
                 failed.append(f'{src}: {err}' if str(src) not in str(err) else str(err))
             bar.update()
-    print(f"upscaled {len(files) - len(failed)}/{len(files)} images x{up.scale} with {up.info['backend']} "
+    timings = up.info.get('timings_ms')
+    chosen = f" (fastest of {', '.join(f'{k} {v:.0f} ms' for k, v in timings.items())} on a probe)" if timings else ''
+    print(f"upscaled {len(files) - len(failed)}/{len(files)} images x{up.scale} with {up.info['backend']}{chosen} "
           f'into {out_dir}'
           + (f'; failed: {len(failed)}' if failed else ''))
     for line in failed:

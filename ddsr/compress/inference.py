@@ -1,15 +1,16 @@
 """Deploy-time inference: load a network (option file, arch + weights, self-describing checkpoint or ONNX model),
 run it on image files of any size, mode and bit depth.
 
-Fastest CPU path measured by ``benchmarks/bench_deploy_paths.py`` (see README): onnxruntime (0.26-0.44x of
-PyTorch eager latency at 256x256 LR with 2 threads on a loaded 2-core machine; 0.6-0.9x with 1 thread at 320x180,
-on par with ``channels_last``; SwinIRmini 0.35x at 128x128, 1 thread), so :func:`auto_upscaler` exports the deploy
-net to a temporary ONNX model, checks it against PyTorch and runs it; CUDA uses PyTorch in ``torch.inference_mode``
-with ``channels_last``, and so do tiled ESA nets (DIPNet, DDistill-SR), whose exact tiling needs PyTorch.
+Fastest CPU path: it depends on the network (``benchmarks/bench_deploy_paths.py``, README table: at 256x256 LR
+with 2 threads onnxruntime runs DDistill-SR at 0.50x and SwinIRmini at 0.28x of PyTorch eager latency, while
+``inference_mode`` + ``channels_last`` runs DIPNet at 0.62x and EDSRmini at 0.44x, ahead of onnxruntime's 0.69x /
+0.55x), so :func:`auto_upscaler` times both on a natural probe image and keeps the faster; CUDA uses PyTorch, and
+so do tiled ESA nets (DIPNet, DDistill-SR), whose exact tiling needs PyTorch.
 
 Images: 8/16-bit, gray/RGB/RGBA. Gray runs through the net as 3 equal channels and the output is their mean; alpha
 is upscaled separately by bicubic interpolation (networks are trained on RGB only).
 """
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Tuple
@@ -25,6 +26,7 @@ from ddsr.bench.models import ModelSpec, build_network, spec_from_option_file
 from ddsr.compress.tiling import tiled_forward
 from ddsr.errors import DDSRError
 
+PROBE_SIZE = 96  # side of the natural image on which auto_upscaler times its candidate paths
 MIN_INPUT = 16  # ESA (RFDN/RLFN/DIPNet/DDistill-SR) needs >= 15 px: stride-2 conv 3x3 then max-pool 7
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
 
@@ -99,10 +101,14 @@ def torch_upscaler(net: nn.Module, device: str = 'cpu', channels_last: bool = Fa
                     tile_geometry if align > 1 else None)
 
 
-def auto_upscaler(net: nn.Module, device: str = 'cpu', threads: Optional[int] = None, tol: float = 1e-4) -> Upscaler:
-    """Fastest correct path: CPU -> onnxruntime via a temporary ONNX export (checked to ``tol`` on a natural crop);
-    else (CUDA, no onnxruntime, export mismatch) PyTorch ``inference_mode`` + ``channels_last``."""
+def auto_upscaler(net: nn.Module, device: str = 'cpu', threads: Optional[int] = None, tol: float = 1e-4,
+                  probe: int = PROBE_SIZE) -> Upscaler:
+    """Fastest correct path, measured for this network: on CPU, PyTorch ``inference_mode`` + ``channels_last``
+    and onnxruntime (a temporary ONNX export checked to ``tol`` on a natural crop) are both timed on a natural
+    ``probe`` x ``probe`` image and the faster one is kept (``info['timings_ms']``); on CUDA, or when the export
+    fails or differs, PyTorch."""
     net = to_deploy(net)
+    candidates = [torch_upscaler(net, device, channels_last=True)]
     if device == 'cpu':
         import tempfile
 
@@ -112,12 +118,28 @@ def auto_upscaler(net: nn.Module, device: str = 'cpu', threads: Optional[int] = 
                 path = f'{tmp}/model.onnx'
                 export_onnx(net, path, size=MIN_INPUT)
                 if onnx_max_diff(net, path, size=MIN_INPUT + 8) <= tol:
-                    up = onnx_upscaler(path, threads)  # the session keeps the graph in memory
-                    up.info['auto'] = True
-                    return up
+                    candidates.append(onnx_upscaler(path, threads))  # the session keeps the graph in memory
         except (DDSRError, ImportError, RuntimeError):  # export/runtime trouble: the PyTorch path is always right
             pass
-    return torch_upscaler(net, device, channels_last=True)
+    if len(candidates) == 1:
+        return candidates[0]
+    from ddsr.compress.export import natural_image
+    x = natural_image(probe)
+    timings = {up.info['backend']: _median_ms(lambda up=up: up(x)) for up in candidates}
+    best = min(candidates, key=lambda up: timings[up.info['backend']])
+    best.info.update(auto=True, timings_ms=timings)
+    return best
+
+
+def _median_ms(fn: Callable[[], object], runs: int = 3) -> float:
+    """Median wall time of ``runs`` calls of ``fn`` after one warm-up call, in ms."""
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return sorted(times)[len(times) // 2]
 
 
 def onnx_upscaler(path: str, threads: Optional[int] = None) -> Upscaler:
