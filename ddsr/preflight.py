@@ -30,9 +30,9 @@ import yaml
 from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
+from ddsr.compress.compact import checkpoint_arch
 from ddsr.data.demo import DEMO_ROOT, build_demo_data
 from ddsr.errors import DDSRError, UnknownTypeError
-from ddsr.models.iterative_prune import checkpoint_arch
 from ddsr.models.prune_model import SELF_DESCRIBING
 
 REQUIRED = {'train': ('name', 'model_type', 'num_gpu', 'datasets', 'network_g', 'path', 'train', 'logger'),

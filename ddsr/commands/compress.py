@@ -30,14 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'net_g_compact.pth)')
 
 
-def _yaml(path: str) -> dict:
-    return load_options(path)  # missing, unreadable or malformed: one error line
-
-
 def run(args: argparse.Namespace) -> int:
-    opt = _yaml(args.opt) if args.opt else {}
+    opt = load_options(args.opt) if args.opt else {}
     if args.arch_opt:
-        opt = {**opt, 'network_g': _yaml(args.arch_opt)['network_g']}
+        opt = {**opt, 'network_g': load_options(args.arch_opt)['network_g']}
     if 'network_g' not in opt:
         raise DDSRError('network_g: give -opt or --arch-opt with a network_g section')
     path_opt = opt.get('path') if isinstance(opt.get('path'), dict) else {}
@@ -49,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.target or args.ratio is not None:
         target, ratio = args.target, args.ratio
     if isinstance(target, str) and target.endswith(('.yml', '.yaml')):
-        doc = _yaml(target)
+        doc = load_options(target)
         target = doc.get('network_g', doc.get('arch', doc))
     if (target is None) == (ratio is None):
         raise DDSRError('prune.target / --target or prune.ratio / --ratio: give exactly one')

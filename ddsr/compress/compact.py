@@ -5,6 +5,7 @@ Targets: an arch option dict (e.g. exactly the paper's EDSRmini), a named preset
 channels) per group, alpha found by bisection so that params <= ratio * dense params; ratio 1 removes only
 exactly-zero channels). The compact checkpoint is self-describing: {'params': state, 'arch': {'type': ..., kwargs}}.
 """
+import os.path as osp
 from typing import Dict, Optional, Tuple, Union
 
 import torch
@@ -99,3 +100,13 @@ def load_state(path: str, param_key: Optional[str] = 'params') -> Dict[str, torc
 def save_compact(path: str, state: Dict[str, torch.Tensor], arch: Dict) -> None:
     """Self-describing checkpoint: BasicSR loads 'params' (and 'params_ema'); 'arch' rebuilds the network."""
     torch.save({'params': state, 'params_ema': state, 'arch': arch}, path)
+
+
+def checkpoint_arch(path: Optional[str]) -> Optional[Dict]:
+    """The ``arch`` entry of a self-describing checkpoint (:func:`save_compact`, ``ddsr reparam``/``export``, pruning
+    steps); None when the file is missing or has none."""
+    if not path or not osp.isfile(path):
+        return None
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    arch = ckpt.get('arch') if isinstance(ckpt, dict) else None
+    return dict(arch) if isinstance(arch, dict) else None

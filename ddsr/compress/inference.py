@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ddsr.archs.esa_upsample import grid_stride, tile_geometry
 from ddsr.archs.reparam import Reparameterizable, switch_to_deploy
 from ddsr.bench.models import ModelSpec, build_network, spec_from_option_file
+from ddsr.compress.compact import checkpoint_arch
 from ddsr.compress.tiling import tiled_forward
 from ddsr.errors import DDSRError
 
@@ -53,9 +54,8 @@ def load_checkpoint_network(weights: str, arch: Optional[Mapping] = None,
     if not Path(weights).is_file():
         raise DDSRError(f'weights not found: {weights}')
     if arch is None:
-        ckpt = torch.load(weights, map_location='cpu', weights_only=True)
-        arch = ckpt.get('arch') if isinstance(ckpt, dict) else None
-        if not isinstance(arch, dict) or 'type' not in arch:
+        arch = checkpoint_arch(weights)
+        if arch is None or 'type' not in arch:
             raise DDSRError(f'{weights}: no arch entry (not self-describing); give --arch TYPE [--arch-kwargs]')
     arch = dict(arch)
     return build_network(ModelSpec(name=str(weights), network=arch, weights=str(weights), param_key=param_key)), arch

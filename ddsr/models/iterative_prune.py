@@ -29,19 +29,11 @@ from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, tensor2img
 
 from ddsr.compat import atomic_save
+from ddsr.compress.compact import build
 from ddsr.compress.dipnet_prune import prune_dipnet
 from ddsr.errors import DDSRError
 
 DEFAULTS = {'ratio': 0.1, 'step_iters': 1000, 'steps': None, 'max_psnr_drop': None}
-
-
-def checkpoint_arch(path: Optional[str]) -> Optional[Dict]:
-    """The ``arch`` entry of a self-describing checkpoint (``ddsr reparam``, pruning steps), or None."""
-    if not path or not osp.isfile(path):
-        return None
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    arch = ckpt.get('arch') if isinstance(ckpt, dict) else None
-    return dict(arch) if isinstance(arch, dict) else None
 
 
 class IterativePruner:
@@ -180,7 +172,7 @@ class IterativePruner:
     def _restore(self, step: int) -> None:
         path = osp.join(self.model.opt['path']['models'], f'net_g_prune_step{step}.pth')
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        net = type(self.net)(**{k: v for k, v in ckpt['arch'].items() if k != 'type'})
+        net = build(ckpt['arch'])
         net.load_state_dict(ckpt['params'], strict=True)
         self._swap(net.to(self.model.device), ckpt.get('params_ema'))
         self._write_history()

@@ -45,10 +45,10 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from ddsr.compat import atomic_save
-from ddsr.compress.compact import compress_state, save_compact
+from ddsr.compress.compact import checkpoint_arch, compress_state, save_compact
 from ddsr.compress.importance import density_by_group, prunable_weights, soft_threshold_
 from ddsr.errors import DDSRError
-from ddsr.models.iterative_prune import IterativePruner, checkpoint_arch
+from ddsr.models.iterative_prune import IterativePruner
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
