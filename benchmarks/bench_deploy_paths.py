@@ -13,8 +13,8 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +24,13 @@ import ddsr  # noqa: F401  (compat + registration: before anything imports basic
 from ddsr.compress.export import export_onnx, natural_image
 from ddsr.compress.inference import onnx_upscaler, to_deploy
 from ddsr.errors import DDSRError
+
 from basicsr.utils.registry import ARCH_REGISTRY  # isort: skip  (needs the compat patches of ddsr)
 
 PRETRAINED = Path(__file__).resolve().parents[1].parent / 'shared' / 'pretrained'
 
 
-def networks() -> Dict[str, nn.Module]:
+def networks() -> dict[str, nn.Module]:
     nets = {}
     ddistill = ARCH_REGISTRY.get('DDistillSR')(deploy=True)
     if (PRETRAINED / 'DDistill-SRx4_inference.pth').is_file():
@@ -50,7 +51,7 @@ def networks() -> Dict[str, nn.Module]:
     return nets
 
 
-def paths(net: nn.Module, x: torch.Tensor, tmp: Path, threads: int, compile_: bool) -> Dict[str, Optional[Callable]]:
+def paths(net: nn.Module, x: torch.Tensor, tmp: Path, threads: int, compile_: bool) -> dict[str, Callable | None]:
     """Callables running one forward of ``x`` per path (None: the path does not apply / failed)."""
 
     def eager():
@@ -96,12 +97,12 @@ def paths(net: nn.Module, x: torch.Tensor, tmp: Path, threads: int, compile_: bo
     return out
 
 
-def bench(fns: Dict[str, Optional[Callable]], runs: int) -> Dict[str, Optional[float]]:
+def bench(fns: dict[str, Callable | None], runs: int) -> dict[str, float | None]:
     """Median ms per path; paths interleaved within each run."""
     live = {k: f for k, f in fns.items() if f is not None}
     for fn in live.values():
         fn()
-    times: Dict[str, List[float]] = {k: [] for k in live}
+    times: dict[str, list[float]] = {k: [] for k in live}
     for _ in range(runs):
         for key, fn in live.items():
             t0 = time.perf_counter()

@@ -10,7 +10,6 @@ import argparse
 import copy
 import statistics
 import time
-from typing import Dict, List
 
 import torch
 from torch import nn
@@ -20,7 +19,7 @@ from ddsr.archs.dipnet_arch import DIPNet
 from ddsr.compress.dipnet_prune import prune_dipnet
 
 
-def conv_counts(model: nn.Module, size: int = 256) -> Dict[str, float]:
+def conv_counts(model: nn.Module, size: int = 256) -> dict[str, float]:
     """Conv MACs (``out.numel() * in/groups * kh * kw``), conv output elements and conv count for one forward."""
     totals = {'macs': 0, 'acts': 0, 'convs': 0}
 
@@ -37,13 +36,13 @@ def conv_counts(model: nn.Module, size: int = 256) -> Dict[str, float]:
     return totals
 
 
-def latencies_ms(models: List[nn.Module], size: int, runs: int, device: str) -> List[float]:
+def latencies_ms(models: list[nn.Module], size: int, runs: int, device: str) -> list[float]:
     """Median forward time (ms) of each model at a 1x3xSxS input; runs interleaved so load drift hits all alike."""
     x = torch.rand(1, 3, size, size, device=device)
-    times: List[List[float]] = [[] for _ in models]
+    times: list[list[float]] = [[] for _ in models]
     with torch.inference_mode():
         for i in range(runs + 2):  # two warm-up rounds
-            for model, model_times in zip(models, times):
+            for model, model_times in zip(models, times, strict=False):
                 if device.startswith('cuda'):
                     torch.cuda.synchronize()
                 start = time.perf_counter()
@@ -79,7 +78,7 @@ def main() -> None:
         model.to(args.device)
     times = latencies_ms(list(models.values()), args.size, args.runs, args.device)
     rows = []
-    for (name, model), ms in zip(models.items(), times):
+    for (name, model), ms in zip(models.items(), times, strict=False):
         counts = conv_counts(model)
         rows.append((name, sum(p.numel() for p in model.parameters()), counts['macs'] / 1e9, counts['acts'] / 1e6,
                      counts['convs'], ms))

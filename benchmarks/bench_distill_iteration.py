@@ -14,10 +14,10 @@ import time
 from os import path as osp
 
 import torch
-
-import ddsr  # noqa: F401  (compat + registration)
 from basicsr.archs import build_network
 from basicsr.models.sr_model import SRModel
+
+import ddsr  # noqa: F401  (compat + registration)
 from ddsr.models.distill_model import DistillSRModel
 
 STUDENT = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 32, 'num_block': 4, 'upscale': 4}
@@ -76,7 +76,7 @@ def measure(args: argparse.Namespace) -> None:
                 'pixel_opt': dict(l1, loss_weight=0.1), 'distill_opt': {'type': 'LapPyramidLoss'}}, teacher_path)),
              plain),
         ]
-        rows = list(zip([name for name, _, _ in runs], median_times(runs, args.iters)))
+        rows = list(zip([name for name, _, _ in runs], median_times(runs, args.iters), strict=False))
     base = rows[0][1]
     print(f'\nbatch {args.batch}, GT patch {args.gt_size}, student MSRResNet nf32 nb4, CPU threads '
           f'{torch.get_num_threads()}, median of {args.iters} interleaved iterations')

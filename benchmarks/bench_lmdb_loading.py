@@ -17,10 +17,10 @@ from os import path as osp
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import ddsr  # noqa: E402,F401  (compat before basicsr)
 import torch  # noqa: E402
 from basicsr.data.paired_image_dataset import PairedImageDataset  # noqa: E402
 
+import ddsr  # noqa: E402,F401  (compat before basicsr)
 from ddsr.data.demo import build_demo_data  # noqa: E402
 
 

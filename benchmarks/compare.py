@@ -18,8 +18,9 @@ import torch
 HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
 
-import ddsr  # noqa: E402,F401  (compat before basicsr)
 import basicsr  # noqa: E402
+
+import ddsr  # noqa: E402,F401  (compat before basicsr)
 from ddsr.bench.models import is_registered, specs_from_model_list  # noqa: E402
 from ddsr.cli import main  # noqa: E402
 from ddsr.data.demo import build_demo_data  # noqa: E402

@@ -25,18 +25,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
 import torch
 import yaml
-
-import ddsr  # noqa: F401  (compat + registration)
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr
 from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.matlab_functions import imresize
+
+import ddsr  # noqa: F401  (compat + registration)
 from ddsr.bench.models import load_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,14 +80,14 @@ def options(name: str, net: dict, iters: int, model: str = 'SRModel', train_extr
         'logger': {'print_freq': 100, 'save_checkpoint_freq': iters, 'use_tb_logger': False}}
 
 
-def cli(args: List[str], workdir: Path) -> None:
+def cli(args: list[str], workdir: Path) -> None:
     res = subprocess.run([sys.executable, '-m', 'ddsr.cli', *args], cwd=workdir, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONUNBUFFERED='1'))
     if res.returncode:
         sys.exit(f'{" ".join(args[:3])} failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}')
 
 
-def train(workdir: Path, opt: dict) -> Tuple[Path, float]:
+def train(workdir: Path, opt: dict) -> tuple[Path, float]:
     """Run ``basicsr train`` on ``opt``; return (final student checkpoint, seconds)."""
     yml = workdir / f'{opt["name"]}.yml'
     yml.write_text(yaml.safe_dump(opt, sort_keys=False))
@@ -97,7 +96,7 @@ def train(workdir: Path, opt: dict) -> Tuple[Path, float]:
     return workdir / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth', time.time() - start
 
 
-def val_pairs(workdir: Path) -> List[Tuple[np.ndarray, np.ndarray]]:
+def val_pairs(workdir: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """(LR, HR) BGR float32 [0, 1] images of the held-out val split."""
     pairs = []
     for hr_path in sorted((workdir / VAL_HR).glob('*.png')):
@@ -149,7 +148,7 @@ def main() -> None:
         demo.parent.mkdir(exist_ok=True)
         demo.symlink_to(REPO / 'datasets' / 'demo')  # otherwise the CLI builds it there on first use
     start = time.time()
-    rows: Dict[str, Tuple[str, float]] = {}
+    rows: dict[str, tuple[str, float]] = {}
 
     if args.teacher == 'auto' and PRETRAINED.is_file():
         teacher_opt, teacher_path, t_iters = PRETRAINED_TEACHER, PRETRAINED, 'pretrained (DF2K)'

@@ -18,7 +18,6 @@ import shutil
 import sys
 import traceback
 from os import path as osp
-from typing import List, Optional
 
 import ddsr  # noqa: F401  (compat + registration before basicsr's pipelines are imported)
 from ddsr import commands
@@ -56,7 +55,7 @@ SETUP_ERRORS = (KeyError, TypeError, ValueError, AttributeError, AssertionError,
                 ZeroDivisionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
-def _guarded(func, *args, setup_label: Optional[str] = None) -> int:
+def _guarded(func, *args, setup_label: str | None = None) -> int:
     """``func(*args)`` with the exit-code contract of the module docstring."""
     from ddsr.compat import PIPELINE
     try:
@@ -78,7 +77,7 @@ def _guarded(func, *args, setup_label: Optional[str] = None) -> int:
         return _unexpected(err)
 
 
-def _outputs(phase: str, opt: dict, args: List[str], root: str) -> List[str]:
+def _outputs(phase: str, opt: dict, args: list[str], root: str) -> list[str]:
     """Folders a BasicSR run of ``opt`` creates (experiments/<name> [+ tb_logger/<name>] or results/<name>)."""
     name = str(opt['name'])
     if '--debug' in args and not name.startswith('debug'):
@@ -95,7 +94,7 @@ def _has_saves(folder: str) -> bool:
     return False
 
 
-def run_pipeline(phase: str, args: List[str]) -> int:
+def run_pipeline(phase: str, args: list[str]) -> int:
     """Run BasicSR's train or test pipeline on ``args`` (BasicSR's own flags) with the cwd as root."""
     from ddsr.compat import PIPELINE, reset_basicsr_logger
     from ddsr.preflight import ARCHIVE_FLAG, check_options, option_path
@@ -132,7 +131,7 @@ def run_pipeline(phase: str, args: List[str]) -> int:
     return code
 
 
-def basicsr_main(argv: Optional[List[str]] = None) -> int:
+def basicsr_main(argv: list[str] | None = None) -> int:
     """Entry of the ``basicsr`` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in PHASES:
@@ -146,7 +145,7 @@ def _command_modules():
     return [importlib.import_module(f'{commands.__name__}.{name}') for name in names]
 
 
-def ddsr_main(argv: Optional[List[str]] = None) -> int:
+def ddsr_main(argv: list[str] | None = None) -> int:
     """Entry of the ``ddsr`` console script."""
     parser = argparse.ArgumentParser(prog='ddsr', description='Efficient super-resolution tools for BasicSR.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
@@ -161,7 +160,7 @@ def ddsr_main(argv: Optional[List[str]] = None) -> int:
     return _guarded(args.run, args)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``python -m ddsr.cli basicsr ...`` or ``python -m ddsr.cli <ddsr command> ...``."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == 'basicsr':

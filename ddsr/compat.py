@@ -35,7 +35,6 @@ import tempfile
 import types
 import warnings
 from os import path as osp
-from typing import Optional
 
 import torch
 
@@ -97,7 +96,7 @@ def _qualified(obj) -> tuple:
     return getattr(obj, '__module__', None), getattr(obj, '__qualname__', None)
 
 
-def find_resume_state(state_dir: str) -> Optional[str]:
+def find_resume_state(state_dir: str) -> str | None:
     """Newest loadable ``<iter>.state`` in ``state_dir`` (corrupt or truncated ones are skipped with a warning)."""
     states = []
     for path in glob.glob(osp.join(state_dir, '*.state')):
@@ -109,7 +108,7 @@ def find_resume_state(state_dir: str) -> Optional[str]:
             load_training_state(path, 'cpu')
             return path
         except Exception as err:  # a killed writer leaves a truncated file: fall back to the previous one
-            warnings.warn(f'skipping unreadable training state {path}: {err}')
+            warnings.warn(f'skipping unreadable training state {path}: {err}', stacklevel=2)
     return None
 
 
@@ -131,7 +130,7 @@ def check_resume(opt: dict, resume_iter: int) -> None:
             opt['path'][key] = value
 
 
-def load_resume_state(opt: dict) -> Optional[dict]:
+def load_resume_state(opt: dict) -> dict | None:
     """Replacement of ``basicsr.train.load_resume_state``: root-relative auto-resume, CPU-safe map_location."""
     resume_state_path = None
     if opt['auto_resume']:
@@ -270,7 +269,7 @@ def _guard_step(optimizer: torch.optim.Optimizer) -> None:
     optimizer.step = step
 
 
-def _stop_nonfinite(model, current_iter: int, snapshot: dict, stepped: bool, losses: Optional[dict] = None) -> None:
+def _stop_nonfinite(model, current_iter: int, snapshot: dict, stepped: bool, losses: dict | None = None) -> None:
     from basicsr.utils import get_root_logger
     output = getattr(model, 'output', None)
     if losses:
@@ -281,10 +280,10 @@ def _stop_nonfinite(model, current_iter: int, snapshot: dict, stepped: bool, los
     good = current_iter
     if not stepped:
         good = current_iter - 1
-        for sched, state in zip(model.schedulers, snapshot.get('schedulers', [])):
+        for sched, state in zip(model.schedulers, snapshot.get('schedulers', []), strict=False):
             sched.load_state_dict(state)
-        for optimizer, lrs in zip(model.optimizers, snapshot.get('lrs', [])):
-            for group, lr in zip(optimizer.param_groups, lrs):
+        for optimizer, lrs in zip(model.optimizers, snapshot.get('lrs', []), strict=False):
+            for group, lr in zip(optimizer.param_groups, lrs, strict=False):
                 group['lr'] = lr
     else:
         nets = [net for net in vars(model).values() if isinstance(net, torch.nn.Module)]
@@ -392,13 +391,13 @@ def _model_to_device(self, net):
 
 
 def _patch_basicsr_modules() -> None:
+    import basicsr.data
+    import basicsr.models.base_model as base_model
+    import basicsr.test
     import basicsr.train
     import basicsr.utils.dist_util
-    import basicsr.models.base_model as base_model
-    from basicsr.models.base_model import BaseModel
-    import basicsr.data
-    import basicsr.test
     from basicsr.data.data_sampler import EnlargedSampler
+    from basicsr.models.base_model import BaseModel
     base_model.torch = _TorchWithAtomicSave('torch')
     if not getattr(EnlargedSampler.set_epoch, '_ddsr_wrapped', False):
         EnlargedSampler.set_epoch = _record_epoch(EnlargedSampler.set_epoch)

@@ -23,7 +23,6 @@ import copy
 import inspect
 import os
 from os import path as osp
-from typing import Dict, List, Optional, Tuple
 
 import torch
 import yaml
@@ -54,7 +53,7 @@ TRAIN_DATASET_KEYS = {'PairedImageDataset': ('gt_size', 'use_hflip', 'use_rot'),
 ARCHIVE_FLAG = '--archive'  # ddsr's own flag, removed before BasicSR parses the arguments
 
 
-def option_path(args: List[str]) -> str:
+def option_path(args: list[str]) -> str:
     """The ``-opt`` value of a BasicSR command line (argparse's own error if missing)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt', required=True)
@@ -93,7 +92,7 @@ def _get_type(path: str, key: str, section, registry):
         raise DDSRError(f'{path}: {key}.type must be a name, got {section["type"]!r}') from None
 
 
-def _typed_sections(opt: dict) -> List[Tuple[str, dict, object]]:
+def _typed_sections(opt: dict) -> list[tuple[str, dict, object]]:
     sections = [(key, opt[key], ARCH_REGISTRY) for key in opt if str(key).startswith('network_')]
     datasets = opt.get('datasets')
     if not isinstance(datasets, dict) or not datasets:
@@ -291,7 +290,7 @@ def read_checkpoint(ckpt: str, label: str) -> dict:
     return state
 
 
-def select_params(state: dict, param_key: Optional[str], ckpt: str, label: str) -> Dict[str, torch.Tensor]:
+def select_params(state: dict, param_key: str | None, ckpt: str, label: str) -> dict[str, torch.Tensor]:
     """The state_dict BasicSR's ``load_network`` would load (``param_key``, falling back to ``params``;
     ``None``: the whole file), ``module.`` prefixes removed."""
     if param_key is not None:
@@ -310,7 +309,7 @@ def _shape(value) -> str:
     return str(tuple(value.shape)) if hasattr(value, 'shape') else type(value).__name__
 
 
-def compare_state(net: torch.nn.Module, params: Dict[str, torch.Tensor], strict: bool = True) -> List[str]:
+def compare_state(net: torch.nn.Module, params: dict[str, torch.Tensor], strict: bool = True) -> list[str]:
     """Human-readable differences between ``params`` and ``net.state_dict()`` that would break loading:
     shape mismatches (always dropped by BasicSR when not strict, so only reported with ``strict``), missing and
     unexpected keys (``strict`` only). Not strict and no tensor in common is reported too."""
@@ -334,7 +333,7 @@ def compare_state(net: torch.nn.Module, params: Dict[str, torch.Tensor], strict:
     return problems
 
 
-def check_checkpoint(net: torch.nn.Module, ckpt: str, param_key: Optional[str] = 'params', strict: bool = True,
+def check_checkpoint(net: torch.nn.Module, ckpt: str, param_key: str | None = 'params', strict: bool = True,
                      label: str = 'network_g') -> None:
     """Raise a :class:`DDSRError` naming the first mismatching keys/shapes if ``ckpt`` does not fit ``net``."""
     params = select_params(read_checkpoint(ckpt, label), param_key, ckpt, label)
@@ -344,7 +343,7 @@ def check_checkpoint(net: torch.nn.Module, ckpt: str, param_key: Optional[str] =
                         f'(strict_load {strict}): {"; ".join(problems)}')
 
 
-def declared_upscale(net_opt: dict) -> Optional[int]:
+def declared_upscale(net_opt: dict) -> int | None:
     """``upscale`` (or ``scale``) of a network option, else the arch's default; None if it has neither."""
     for key in ('upscale', 'scale'):
         if key in net_opt:
@@ -394,7 +393,7 @@ def _check_networks(path: str, opt: dict, root: str) -> None:
 # ---- data: LMDB integrity, pairing, image sizes ----
 
 
-def read_lmdb_meta(folder: str, label: str) -> Dict[str, Tuple[int, int]]:
+def read_lmdb_meta(folder: str, label: str) -> dict[str, tuple[int, int]]:
     """``{key: (h, w)}`` of an LMDB's ``meta_info.txt``, after checking every listed key is stored."""
     import lmdb
     meta = osp.join(folder, 'meta_info.txt')
@@ -432,7 +431,7 @@ def read_lmdb_meta(folder: str, label: str) -> Dict[str, Tuple[int, int]]:
     return shapes
 
 
-def image_size(file: str, label: str) -> Tuple[int, int]:
+def image_size(file: str, label: str) -> tuple[int, int]:
     """(h, w) from the image header (nothing decoded)."""
     from PIL import Image, UnidentifiedImageError
     try:
@@ -443,7 +442,7 @@ def image_size(file: str, label: str) -> Tuple[int, int]:
     return h, w
 
 
-def _folder_sizes(folder: str, label: str) -> Dict[str, Tuple[int, int]]:
+def _folder_sizes(folder: str, label: str) -> dict[str, tuple[int, int]]:
     from basicsr.utils import scandir
     names = sorted(scandir(folder))
     if not names:
@@ -451,7 +450,7 @@ def _folder_sizes(folder: str, label: str) -> Dict[str, Tuple[int, int]]:
     return {name: image_size(osp.join(folder, name), label) for name in names}
 
 
-def _dataset_sizes(ds: dict, key: str, label: str, root: str) -> Optional[Dict[str, Tuple[int, int]]]:
+def _dataset_sizes(ds: dict, key: str, label: str, root: str) -> dict[str, tuple[int, int]] | None:
     """Image sizes of ``ds[key]`` (LMDB meta or folder headers); None when not a plain LMDB/folder set."""
     folder = _resolve(root, ds[key])
     backend = (ds.get('io_backend') or {}).get('type') if isinstance(ds.get('io_backend'), dict) else None
@@ -462,8 +461,8 @@ def _dataset_sizes(ds: dict, key: str, label: str, root: str) -> Optional[Dict[s
     return None
 
 
-def _pairs(gt: Dict[str, Tuple[int, int]], lq: Dict[str, Tuple[int, int]], ds: dict, lmdb: bool,
-           label: str) -> List[Tuple[str, Tuple[int, int], Tuple[int, int]]]:
+def _pairs(gt: dict[str, tuple[int, int]], lq: dict[str, tuple[int, int]], ds: dict, lmdb: bool,
+           label: str) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
     """(gt name, gt size, lq size) as BasicSR pairs them (same LMDB keys; folder: filename_tmpl + extension)."""
     pairs = []
     if lmdb:
@@ -533,7 +532,7 @@ def _check_patch(path: str, opt: dict, ds: dict, scale: int, need: tuple, lq_siz
                             f'{gt_size // scale} (gt_size {gt_size} / scale {scale}): remove it or lower gt_size')
 
 
-def apply_force_yml(opt: dict, args: List[str], path: str) -> None:
+def apply_force_yml(opt: dict, args: list[str], path: str) -> None:
     """Apply BasicSR's ``--force_yml a:b=value`` overrides to ``opt`` as BasicSR will."""
     from basicsr.utils.options import _postprocess_yml_value
     parser = argparse.ArgumentParser(add_help=False)
@@ -552,7 +551,7 @@ def apply_force_yml(opt: dict, args: List[str], path: str) -> None:
         node[keys[-1]] = _postprocess_yml_value(value)
 
 
-def _check_no_silent_archive(path: str, opt: dict, args: List[str], root: str) -> None:
+def _check_no_silent_archive(path: str, opt: dict, args: list[str], root: str) -> None:
     name = opt['name']
     if '--debug' in args and not str(name).startswith('debug'):
         name = f'debug_{name}'
@@ -564,7 +563,7 @@ def _check_no_silent_archive(path: str, opt: dict, args: List[str], root: str) -
                         f'or start over with {ARCHIVE_FLAG} (BasicSR renames the old run to *_archived_*)')
 
 
-def check_options(phase: str, args: List[str], root: str) -> dict:
+def check_options(phase: str, args: list[str], root: str) -> dict:
     """Validate the option file named by ``-opt`` in ``args`` for ``phase`` ('train' or 'test'); see the module
     docstring for what is checked. Returns the options (with ``--force_yml`` applied)."""
     path = option_path(args)

@@ -2,10 +2,9 @@
 import importlib
 import pkgutil
 from types import ModuleType
-from typing import List
 
 
-def import_modules(package: str, path: List[str], suffix: str) -> List[ModuleType]:
+def import_modules(package: str, path: list[str], suffix: str) -> list[ModuleType]:
     """Import every module ``<package>.*<suffix>`` found in ``path`` (sorted, so the order is stable)."""
     names = sorted(info.name for info in pkgutil.iter_modules(path) if info.name.endswith(suffix))
     return [importlib.import_module(f'{package}.{name}') for name in names]

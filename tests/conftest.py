@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Tuple
 
 import pytest
 import yaml
@@ -32,7 +31,7 @@ def workdir(tmp_path: Path, demo_root: Path) -> Path:
     return tmp_path
 
 
-def run_cli(args: List[str], cwd, timeout: float = 900, env: dict = None) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd, timeout: float = 900, env: dict = None) -> subprocess.CompletedProcess:
     """Run ``python -m ddsr.cli <args>`` (``basicsr ...`` or a ``ddsr`` command) in ``cwd``; output captured."""
     full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
     return subprocess.run([sys.executable, '-m', 'ddsr.cli', *map(str, args)], cwd=str(cwd), capture_output=True,
@@ -51,7 +50,7 @@ def load_yaml(path) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def run_cli_inprocess(args: List[str], cwd) -> Tuple[int, str, str]:
+def run_cli_inprocess(args: list[str], cwd) -> tuple[int, str, str]:
     """``ddsr.cli.main(args)`` in this process with ``cwd`` as working directory: (exit code, stdout, stderr).
 
     Much faster than :func:`run_cli` (no new interpreter, no basicsr import) for the many short runs of the fault

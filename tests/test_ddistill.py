@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from skimage import data as skdata
-
-import ddsr  # noqa: F401  (registration)
 from basicsr.metrics import calculate_psnr
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import ARCH_REGISTRY
+from skimage import data as skdata
+
+import ddsr  # noqa: F401  (registration)
 from ddsr.archs.dbb import DiverseBranchBlock, IdentityConv1x1
 from ddsr.archs.ddistill_arch import DDistillSR
 from ddsr.archs.reparam import switch_to_deploy

@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from skimage import data
-
-import ddsr  # noqa: F401  (compat + registration before basicsr imports)
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr
 from basicsr.utils.matlab_functions import imresize
+from skimage import data
+
+import ddsr  # noqa: F401  (compat + registration before basicsr imports)
 from ddsr.archs import reparam
 from ddsr.archs.dipnet_arch import DIPNet
 from ddsr.compress.dipnet_prune import importance, iterative_schedule, prune_dipnet, widths_after

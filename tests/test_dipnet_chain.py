@@ -143,7 +143,7 @@ def test_iterative_widths_follow_schedule(chain):
     params = [h['params'] for h in history['history']]
     assert params[0] > params[1] > params[2]
     base = history['history'][0]['psnr']
-    for k, (entry, width) in enumerate(zip(history['history'], widths)):
+    for k, (entry, width) in enumerate(zip(history['history'], widths, strict=False)):
         ckpt = _load(exp / f'models/net_g_prune_step{k}.pth')
         assert ckpt['step'] == k and ckpt['arch']['mid_channels'] == [width] * 4
         assert ckpt['params']['block_4.c3_r.weight'].shape[1] == width
@@ -212,7 +212,7 @@ def stop_run(chain):
     net = _build(start['arch'])
     net.load_state_dict(start['params'])
     with torch.no_grad():
-        for block, scores in zip(net.blocks, importance(net)):  # zero the weaker half of both middle maps
+        for block, scores in zip(net.blocks, importance(net), strict=False):  # zero the weaker half of both middle maps
             block.c1_r.weight[scores[0].argsort()[:MID // 2]] = 0
             block.c2_r.weight[scores[1].argsort()[:MID // 2]] = 0
     torch.save({'params': net.state_dict(), 'arch': net.config()}, root / 'zeroed.pth')

@@ -53,7 +53,8 @@ def _ref_lap_l1(a: torch.Tensor, b: torch.Tensor, levels: int) -> torch.Tensor:
     per_level = [[] for _ in range(levels)]
     for i in range(n):
         for j in range(c):
-            for lvl, (la, lb) in enumerate(zip(_ref_pyramid(a[i, j], levels), _ref_pyramid(b[i, j], levels))):
+            pyramids = zip(_ref_pyramid(a[i, j], levels), _ref_pyramid(b[i, j], levels), strict=True)
+            for lvl, (la, lb) in enumerate(pyramids):
                 per_level[lvl].append((la - lb).abs().flatten())
     for lvl, diffs in enumerate(per_level):
         total += 2**lvl * torch.cat(diffs).mean()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ddsr import compat
-from tests.conftest import load_yaml, REPO_ROOT, run_cli, run_cli_inprocess, write_options
+from tests.conftest import REPO_ROOT, load_yaml, run_cli, run_cli_inprocess, write_options
 
 KILLS = 6  # SIGKILLs of the training process, each at a random moment while it writes checkpoints every iteration
 ONE_THREAD = {'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}  # tiny nets: ~100x faster on a shared 2-core box

@@ -12,7 +12,6 @@ import torch
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
-import ddsr
 from ddsr.data.demo import SCALES, build_demo_data
 from tests.conftest import REPO_ROOT, run_cli, write_options
 
@@ -54,7 +53,8 @@ def test_contract_names_registered():
     # importing twice and re-importing the registering modules must not raise
     'import ddsr, importlib; import ddsr; [importlib.reload(m) for m in ddsr.archs._modules + ddsr.models._modules]',
     # basicsr imported first (its torchvision import satisfied beforehand, as an older torchvision does), then ddsr
-    'import sys, torchvision.transforms._functional_tensor as f; sys.modules["torchvision.transforms.functional_tensor"]'
+    'import sys, torchvision.transforms._functional_tensor as f; '
+    'sys.modules["torchvision.transforms.functional_tensor"]'
     ' = f; import basicsr; import ddsr; from basicsr.utils.registry import ARCH_REGISTRY; ARCH_REGISTRY.get("EDSR")',
 ])
 def test_import_orders(code):
@@ -92,6 +92,7 @@ def _sr_model_opt(tmp_path: Path) -> dict:
 def test_training_state_resumes_under_weights_only_torch_load(tmp_path):
     """A BasicSR training state (Adam + MultiStepLR, whose milestones are a Counter) loads with weights_only."""
     from basicsr.models import build_model
+
     from ddsr import compat
     (tmp_path / 'training_states').mkdir()
     (tmp_path / 'models').mkdir()
@@ -101,7 +102,7 @@ def test_training_state_resumes_under_weights_only_torch_load(tmp_path):
         model.feed_data({'lq': torch.rand(2, 3, 8, 8), 'gt': torch.rand(2, 3, 16, 16)})
         model.optimize_parameters(it)
     model.save(epoch=1, current_iter=4)
-    with pytest.raises(Exception):  # what basicsr 1.4.2 itself does on a CPU-only machine
+    with pytest.raises(Exception):  # noqa: B017  what basicsr 1.4.2 itself does on a CPU-only machine
         torch.load(tmp_path / 'training_states' / '4.state', map_location=lambda s, loc: s.cuda(0))
 
     opt = _sr_model_opt(tmp_path)
@@ -117,6 +118,7 @@ def test_training_state_resumes_under_weights_only_torch_load(tmp_path):
 
 def test_auto_resume_skips_a_truncated_newest_state(tmp_path):
     from basicsr.models import build_model
+
     from ddsr import compat
     (tmp_path / 'training_states').mkdir()
     model = build_model(_sr_model_opt(tmp_path))
@@ -156,7 +158,8 @@ def test_demo_data_layout_and_lr_is_matlab_bicubic(demo_root):
 def test_demo_lmdb_is_read_by_paired_image_dataset(demo_root):
     dataset = DATASET_REGISTRY.get('PairedImageDataset')({
         'name': 'demo', 'phase': 'val', 'scale': 4, 'io_backend': {'type': 'lmdb'},
-        'dataroot_gt': str(demo_root / 'val' / 'HR.lmdb'), 'dataroot_lq': str(demo_root / 'val' / 'LR_bicubic_X4.lmdb')})
+        'dataroot_gt': str(demo_root / 'val' / 'HR.lmdb'),
+        'dataroot_lq': str(demo_root / 'val' / 'LR_bicubic_X4.lmdb')})
     assert len(dataset) == 2
     sample = dataset[0]
     hr = cv2.imread(str(demo_root / 'val' / 'HR' / 'chelsea.png')).astype(np.float32) / 255.
@@ -232,7 +235,8 @@ def test_train_validate_then_auto_resume_from_another_working_directory(workdir,
     test_opt = {
         'name': 'tiny_test', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
         'datasets': {'test_1': {'name': 'demo_val', 'type': 'PairedImageDataset', 'io_backend': {'type': 'disk'},
-                                'dataroot_gt': 'datasets/demo/val/HR', 'dataroot_lq': 'datasets/demo/val/LR_bicubic/X4'}},
+                                'dataroot_gt': 'datasets/demo/val/HR',
+                                'dataroot_lq': 'datasets/demo/val/LR_bicubic/X4'}},
         'network_g': opt['network_g'],
         'path': {'pretrain_network_g': 'experiments/tiny/models/net_g_8.pth', 'strict_load_g': True},
         'val': {'save_img': True, 'suffix': None, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4,

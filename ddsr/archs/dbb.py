@@ -16,8 +16,17 @@ from collections import OrderedDict
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ddsr.archs.reparam import (KernelBias, Reparameterizable, avg_pool_kernel, bn_zero_response, fuse_bn,
-                                identity_kernel, make_fused_conv, merge_1x1_kxk, sum_branches)
+from ddsr.archs.reparam import (
+    KernelBias,
+    Reparameterizable,
+    avg_pool_kernel,
+    bn_zero_response,
+    fuse_bn,
+    identity_kernel,
+    make_fused_conv,
+    merge_1x1_kxk,
+    sum_branches,
+)
 
 
 class BNAndPad(nn.Module):

@@ -11,7 +11,6 @@ Building blocks (paper section 3):
   dynamic residuals and ESA.
 - DDF (dynamic distillation fusion): the same gated fusion of the blocks' residuals at network level.
 """
-from typing import Dict, Tuple
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -73,7 +72,7 @@ class DynamicBranch(nn.Module):
     def folded(self) -> bool:
         return not hasattr(self, 'bn1')
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         b, _, h, w = x.shape
         z = self.fc(x.mean((2, 3)))
         phi = self.fc_phi(z).view(b, self.dim, self.dim)
@@ -121,7 +120,7 @@ class DynamicDBB(DiverseBranchBlock):
         self.dy_branch = DynamicBranch(in_ch, out_ch, dyn_dim, fold_bn)
         self._modules = {'dy_branch': self._modules.pop('dy_branch'), **self._modules}  # released key order
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         scale, res = self.dy_branch(x)
         return scale * super().forward(x) + res, res
 
@@ -143,7 +142,7 @@ class RDU(nn.Module):
         self.unit = DynamicDBB(num_feat, num_feat, 3, dyn_dim, deploy, fold_bn)
         self.act = act
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         out, res = self.unit(x)
         return (F.leaky_relu(out, 0.05) if self.act else out), res
 
@@ -205,7 +204,7 @@ class DFDB(nn.Module):
         self.conv1x1 = nn.Conv2d(4 * num_feat, num_feat, 1)
         self.esa = ESA(num_feat)
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         distilled, residuals, r = [], [x], x
         for i in (1, 2, 3):
             distilled.append(F.leaky_relu(getattr(self, f'c{i}_d')(r), 0.05))
@@ -294,6 +293,6 @@ class DDistillSR(Reparameterizable):
                 module.fold_bn()
         self.fold_bn = True
 
-    def config(self) -> Dict:
+    def config(self) -> dict:
         """Self-describing config ``{'type': 'DDistillSR', **kwargs}`` that rebuilds this network's form."""
         return {'type': 'DDistillSR', **self.kwargs, 'deploy': self.deploy, 'fold_bn': self.fold_bn}

@@ -6,7 +6,7 @@ all block convs are bias-free, ESA convs are biased. Train form (``deploy=False`
 an expand-squeeze branch (3x3 to ``expand_width``, then 1x1), a 1x1 conv and the identity (where in == out channels);
 all branches are bias-free, so the fused 3x3 is bias-free like the released one (paper section 3.3).
 """
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -14,8 +14,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ddsr.archs.esa_upsample import ESA_STRIDE, upsample_coarse
-from ddsr.archs.reparam import (Reparameterizable, conv_kernel_bias, identity_kernel, make_fused_conv, merge_kxk_1x1,
-                                sum_branches)
+from ddsr.archs.reparam import (
+    Reparameterizable,
+    conv_kernel_bias,
+    identity_kernel,
+    make_fused_conv,
+    merge_kxk_1x1,
+    sum_branches,
+)
 
 
 class ESA(nn.Module):
@@ -135,14 +141,14 @@ class DIPNet(Reparameterizable):
 
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 44, num_mid: int = 38,
                  num_block: int = 4, esa_channels: int = 16, upscale: int = 4, deploy: bool = True,
-                 expand_width: int = 256, mid_channels: Optional[Sequence[int]] = None) -> None:
+                 expand_width: int = 256, mid_channels: Sequence[int] | None = None) -> None:
         super().__init__()
         mid_channels = [num_mid] * num_block if mid_channels is None else [int(m) for m in mid_channels]
         if len(mid_channels) != num_block:
             raise ValueError(f'mid_channels has {len(mid_channels)} entries, num_block is {num_block}')
         self.kwargs = dict(num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_mid=num_mid,
                            num_block=num_block, esa_channels=esa_channels, upscale=upscale, expand_width=expand_width)
-        self.mid_channels: List[int] = mid_channels
+        self.mid_channels: list[int] = mid_channels
         self.deploy = deploy
         self.conv_1 = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1, bias=False)
         for i, mid in enumerate(mid_channels):
@@ -152,7 +158,7 @@ class DIPNet(Reparameterizable):
             nn.Conv2d(num_feat, num_out_ch * upscale * upscale, 3, 1, 1, bias=False), nn.PixelShuffle(upscale))
 
     @property
-    def blocks(self) -> List[RRFB]:
+    def blocks(self) -> list[RRFB]:
         return [getattr(self, f'block_{i + 1}') for i in range(len(self.mid_channels))]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -169,6 +175,6 @@ class DIPNet(Reparameterizable):
                 block.switch_to_deploy()
         self.deploy = True
 
-    def config(self) -> Dict:
+    def config(self) -> dict:
         """Self-describing config ``{'type': 'DIPNet', **kwargs}`` that rebuilds this network (widths included)."""
         return {'type': 'DIPNet', **self.kwargs, 'deploy': self.deploy, 'mid_channels': list(self.mid_channels)}

@@ -5,7 +5,7 @@ State-dict keys equal BasicSR's ``EDSR`` (conv_first, body.i.conv1/conv2, conv_a
 conv_last), so teacher weights carry over by slicing (ddsr.compress.edsr_compress).
 ``res_scale`` has BasicSR's meaning: a block returns ``x + res_scale * conv2(relu(conv1(x)))``.
 """
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from basicsr.archs.arch_util import ResidualBlockNoBN
 from basicsr.archs.edsr_arch import EDSR
@@ -67,8 +67,8 @@ class EDSRmini(EDSR):
                  res_scale: float = 2,
                  img_range: float = 255.,
                  rgb_mean: Sequence[float] = (0.4488, 0.4371, 0.4040),
-                 block_channels: Optional[Sequence[int]] = None,
-                 upsample_channels: Optional[Sequence[int]] = None):
+                 block_channels: Sequence[int] | None = None,
+                 upsample_channels: Sequence[int] | None = None):
         super().__init__(num_in_ch, num_out_ch, num_feat, num_block, upscale, res_scale, img_range, rgb_mean)
         if block_channels is not None:
             if len(block_channels) != num_block:

@@ -11,10 +11,10 @@ multiple of :data:`ESA_STRIDE`), :func:`upsample_coarse` samples the tile's coar
 whole image's resize would use, so the tile computes the whole-image attention wherever its coarse cells saw
 enough context. Without a geometry it is ``F.interpolate`` itself (training, whole-image inference, ONNX export).
 """
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +26,11 @@ ESA_STRIDE = 6  # stride-2 conv then stride-3 max-pool
 @dataclass(frozen=True)
 class TileGeometry:
     """Where a tile lies in the whole image (LR px): the image size and the tile's top-left corner."""
-    full_size: Tuple[int, int]
-    origin: Tuple[int, int]
+    full_size: tuple[int, int]
+    origin: tuple[int, int]
 
 
-_GEOMETRY: ContextVar[Optional[TileGeometry]] = ContextVar('esa_tile_geometry', default=None)
+_GEOMETRY: ContextVar[TileGeometry | None] = ContextVar('esa_tile_geometry', default=None)
 
 
 @contextmanager
@@ -55,7 +55,7 @@ def coarse_size(length: int) -> int:
     return ((length - 3) // 2 + 1 - 7) // 3 + 1
 
 
-def _axis(out_len: int, origin: int, full_len: int, local_len: int, device) -> Tuple[Tensor, Tensor, Tensor]:
+def _axis(out_len: int, origin: int, full_len: int, local_len: int, device) -> tuple[Tensor, Tensor, Tensor]:
     """Indices (into the tile's coarse map) and weights of the whole image's bilinear resize, along one axis."""
     scale = torch.tensor(float(coarse_size(full_len)), dtype=torch.float32) / full_len  # as F.interpolate: in / out
     dst = torch.arange(origin, origin + out_len, dtype=torch.float32)

@@ -10,16 +10,16 @@ The transforms are those of the Diverse Branch Block (Ding et al., CVPR 2021, se
 - average pooling as a fixed kxk kernel; identity as a centred one-hot kernel; 1x1 zero-padded to kxk.
 - parallel branches: sum of kernels and biases (after padding to a common size).
 """
-from typing import Iterable, Optional, Tuple
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-KernelBias = Tuple[Tensor, Tensor]
+KernelBias = tuple[Tensor, Tensor]
 
 
-def fuse_bn(kernel: Tensor, bias: Optional[Tensor], bn: nn.BatchNorm2d) -> KernelBias:
+def fuse_bn(kernel: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> KernelBias:
     """Fold an eval-mode BatchNorm that follows a conv (``kernel``, optional ``bias``) into the conv."""
     std = (bn.running_var + bn.eps).sqrt()
     scale = bn.weight / std
@@ -60,7 +60,7 @@ def pad_to(kernel: Tensor, size: int) -> Tensor:
     return F.pad(kernel, [pad, pad, pad, pad]) if pad > 0 else kernel
 
 
-def identity_kernel(channels: int, size: int = 1, like: Optional[Tensor] = None) -> Tensor:
+def identity_kernel(channels: int, size: int = 1, like: Tensor | None = None) -> Tensor:
     """Kernel of the identity map: centred one-hot per channel, shape ``(C, C, size, size)``."""
     kernel = torch.zeros(channels, channels, size, size)
     idx = torch.arange(channels)
@@ -68,7 +68,7 @@ def identity_kernel(channels: int, size: int = 1, like: Optional[Tensor] = None)
     return kernel.to(like) if like is not None else kernel
 
 
-def avg_pool_kernel(channels: int, size: int, like: Optional[Tensor] = None) -> Tensor:
+def avg_pool_kernel(channels: int, size: int, like: Tensor | None = None) -> Tensor:
     """Kernel of a per-channel ``size`` x ``size`` average pool (stride 1), shape ``(C, C, size, size)``."""
     kernel = torch.zeros(channels, channels, size, size)
     idx = torch.arange(channels)
@@ -91,7 +91,7 @@ def conv_kernel_bias(conv: nn.Conv2d) -> KernelBias:
     return conv.weight, bias
 
 
-def make_fused_conv(kernel: Tensor, bias: Optional[Tensor], stride: int = 1, padding: Optional[int] = None,
+def make_fused_conv(kernel: Tensor, bias: Tensor | None, stride: int = 1, padding: int | None = None,
                     dilation: int = 1, groups: int = 1) -> nn.Conv2d:
     """An ``nn.Conv2d`` holding the fused kernel (and bias, when not None); detached from the graph."""
     out_ch, in_per_group, k, _ = kernel.shape

@@ -6,7 +6,7 @@ State-dict keys equal BasicSR's ``SwinIR`` (layers.i.residual_group.blocks.j.att
 over by slicing (ddsr.compress.swinir_compress). Unlike BasicSR's SwinIR, the forward pads the input to a multiple
 of the window size (reflect) and crops the output, so any input size works.
 """
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ class PrunedWindowAttention(WindowAttention):
     """
 
     def __init__(self, dim: int, window_size, num_heads: int, head_dim: int, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None, attn_drop: float = 0., proj_drop: float = 0.):
+                 qk_scale: float | None = None, attn_drop: float = 0., proj_drop: float = 0.):
         super().__init__(dim, window_size, max(num_heads, 1), qkv_bias, qk_scale, attn_drop, proj_drop)
         self.num_heads = num_heads  # 0 heads (all pruned) leaves proj's bias
         self.relative_position_bias_table = nn.Parameter(self.relative_position_bias_table.data[:, :num_heads])
@@ -31,7 +31,7 @@ class PrunedWindowAttention(WindowAttention):
         self.qkv = nn.Linear(dim, 3 * num_heads * head_dim, bias=qkv_bias)
         self.proj = nn.Linear(num_heads * head_dim, dim)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b_, n, _ = x.shape
         q, k, v = self.qkv(x).view(b_, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
@@ -79,9 +79,9 @@ class SwinIRmini(SwinIR):
                  mlp_ratio: float = 2.,
                  upsampler: str = 'pixelshuffledirect',
                  resi_connection: str = '1conv',
-                 head_dim: Optional[int] = None,
-                 layer_heads: Optional[Sequence[Sequence[int]]] = None,
-                 layer_mlp_hidden: Optional[Sequence[Sequence[int]]] = None,
+                 head_dim: int | None = None,
+                 layer_heads: Sequence[Sequence[int]] | None = None,
+                 layer_mlp_hidden: Sequence[Sequence[int]] | None = None,
                  **kwargs):
         super().__init__(img_size=img_size, in_chans=in_chans, embed_dim=embed_dim, depths=depths,
                          num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio, upscale=upscale,

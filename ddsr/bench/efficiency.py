@@ -19,8 +19,8 @@ allows it, else by a real forward.
 import copy
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -39,15 +39,15 @@ class Efficiency:
     macs: int
     activations: int
     convs: int
-    input_size: Tuple[int, int]
+    input_size: tuple[int, int]
     device: str
-    runtime_ms: Optional[float] = None
-    runtime_iqr_ms: Optional[float] = None
+    runtime_ms: float | None = None
+    runtime_iqr_ms: float | None = None
     runs: int = 0
-    memory_mb: Optional[float] = None
-    extra: Dict = field(default_factory=dict)
+    memory_mb: float | None = None
+    extra: dict = field(default_factory=dict)
 
-    def as_dict(self) -> Dict:
+    def as_dict(self) -> dict:
         row = asdict(self)
         extra = row.pop('extra')
         row['input_size'] = 'x'.join(map(str, self.input_size))
@@ -74,13 +74,13 @@ class _ConvOutputs(TorchDispatchMode):
         return out
 
 
-def _count(net: nn.Module, x: torch.Tensor) -> Tuple[int, int, int]:
+def _count(net: nn.Module, x: torch.Tensor) -> tuple[int, int, int]:
     with torch.no_grad(), FlopCounterMode(display=False) as flops, _ConvOutputs() as convs:
         net(x)
     return flops.get_total_flops() // 2, convs.activations, convs.convs
 
 
-def count_macs_activations(net: nn.Module, input_size: Tuple[int, int], in_ch: int = 3) -> Tuple[int, int, int]:
+def count_macs_activations(net: nn.Module, input_size: tuple[int, int], in_ch: int = 3) -> tuple[int, int, int]:
     """(MACs, activations, convs) of one forward on a ``1 x in_ch x H x W`` input (see module docstring)."""
     net = net.eval()
     try:
@@ -108,7 +108,7 @@ def _sync_timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
     return timed
 
 
-def measure_runtime(net: nn.Module, x: torch.Tensor, runs: int = 10, warmup: int = 2) -> Tuple[float, float]:
+def measure_runtime(net: nn.Module, x: torch.Tensor, runs: int = 10, warmup: int = 2) -> tuple[float, float]:
     """(median, inter-quartile range) in ms of ``runs`` forwards after ``warmup`` untimed ones."""
     timed = _sync_timer(x.device)
     with torch.no_grad():
@@ -129,7 +129,7 @@ def _proc_status_kb(field_name: str) -> int:
     raise OSError(f'{field_name} not in /proc/self/status')
 
 
-def measure_memory(net: nn.Module, x: torch.Tensor) -> Optional[float]:
+def measure_memory(net: nn.Module, x: torch.Tensor) -> float | None:
     """Peak memory in MB of one forward: CUDA max allocated, or the CPU peak-RSS rise (module docstring)."""
     with torch.no_grad():
         if x.device.type == 'cuda':
@@ -148,7 +148,7 @@ def measure_memory(net: nn.Module, x: torch.Tensor) -> Optional[float]:
             return None
 
 
-def forms(net: nn.Module) -> List[Tuple[str, nn.Module]]:
+def forms(net: nn.Module) -> list[tuple[str, nn.Module]]:
     """[('train', net), ('deploy', fused copy)] for a network with ``switch_to_deploy`` not yet deployed;
     [('deploy', net)] when it is already deployed; [('-', net)] for a network with a single form."""
     if not hasattr(net, 'switch_to_deploy'):
@@ -160,8 +160,8 @@ def forms(net: nn.Module) -> List[Tuple[str, nn.Module]]:
     return [('train', net), ('deploy', deployed)]
 
 
-def benchmark(net: nn.Module, name: str, form: str = '-', input_size: Tuple[int, int] = (256, 256),
-              count_size: Tuple[int, int] = (256, 256), device: str = 'cpu', runs: int = 10, warmup: int = 2,
+def benchmark(net: nn.Module, name: str, form: str = '-', input_size: tuple[int, int] = (256, 256),
+              count_size: tuple[int, int] = (256, 256), device: str = 'cpu', runs: int = 10, warmup: int = 2,
               memory: bool = True) -> Efficiency:
     """Measure one network. MACs/activations at ``count_size`` (NTIRE: 256x256 LR), runtime/memory at
     ``input_size``; ``runs=0`` skips runtime, ``memory=False`` skips memory."""
@@ -180,6 +180,6 @@ def benchmark(net: nn.Module, name: str, form: str = '-', input_size: Tuple[int,
     return row
 
 
-def benchmark_forms(net: nn.Module, name: str, **kwargs) -> List[Efficiency]:
+def benchmark_forms(net: nn.Module, name: str, **kwargs) -> list[Efficiency]:
     """:func:`benchmark` for every form of ``net`` (train and deploy when it has both)."""
     return [benchmark(form_net, name, form, **kwargs) for form, form_net in forms(net)]

@@ -9,7 +9,6 @@ built as given (train form, for the efficiency table) and quality is measured on
 import copy
 from dataclasses import dataclass, field
 from os import path as osp
-from typing import Dict, List, Optional
 
 import torch
 import yaml
@@ -23,13 +22,13 @@ from ddsr.errors import DDSRError, UnknownTypeError
 class ModelSpec:
     """One network to benchmark."""
     name: str
-    network: Dict
-    weights: Optional[str] = None
-    deploy_weights: Optional[str] = None
+    network: dict
+    weights: str | None = None
+    deploy_weights: str | None = None
     param_key: str = 'params'
     strict: bool = True
-    scale: Optional[int] = None
-    notes: List[str] = field(default_factory=list)
+    scale: int | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def upscale(self) -> int:
@@ -97,7 +96,7 @@ def spec_from_option_file(path: str) -> ModelSpec:
                      strict=paths.get('strict_load_g', True), scale=opt.get('scale'))
 
 
-def specs_from_model_list(path: str, root: Optional[str] = None) -> List[ModelSpec]:
+def specs_from_model_list(path: str, root: str | None = None) -> list[ModelSpec]:
     """ModelSpecs of a model list file; ``pretrain`` paths are relative to ``root`` (default: the file's folder).
     Entries whose arch is not registered, or whose weights are missing, are kept with a note (callers skip them
     or drop the weights)."""

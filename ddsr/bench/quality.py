@@ -1,13 +1,13 @@
 """Quality of SR networks on paired test sets: Y-channel PSNR/SSIM with the border cropped by the scale
 (the SR papers' protocol), computed by basicsr.metrics on BGR uint8 images, optionally with tiled inference."""
+from collections.abc import Iterator
 from dataclasses import dataclass
 from os import path as osp
-from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
-from basicsr.utils import FileClient, img2tensor, imfrombytes, tensor2img
+from basicsr.utils import FileClient, imfrombytes, img2tensor, tensor2img
 from torch import nn
 from tqdm import tqdm
 
@@ -27,10 +27,10 @@ class PairedSet:
     def __len__(self) -> int:
         return len(self.keys())
 
-    def keys(self) -> List[str]:
+    def keys(self) -> list[str]:
         return [key for key, _ in self._pairs(load=False)]
 
-    def pairs(self) -> Iterator[Tuple[str, np.ndarray, np.ndarray]]:
+    def pairs(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         """(key, GT BGR uint8, LQ BGR uint8) in key order."""
         for key, gt_lq in self._pairs(load=True):
             yield (key, *gt_lq)
@@ -59,7 +59,7 @@ class PairedSet:
                          if load else None)
 
 
-def _meta_keys(lmdb_path: str) -> List[str]:
+def _meta_keys(lmdb_path: str) -> list[str]:
     with open(osp.join(lmdb_path, 'meta_info.txt')) as f:
         return [line.split('.')[0] for line in f if line.strip()]
 
@@ -73,7 +73,7 @@ def tiled_forward(net: nn.Module, x: torch.Tensor, scale: int, tile: int, tile_p
                                 context=tile_geometry if align > 1 else None)
 
 
-def super_resolve(net: nn.Module, lq: np.ndarray, scale: int, device: str = 'cpu', tile: Optional[int] = None,
+def super_resolve(net: nn.Module, lq: np.ndarray, scale: int, device: str = 'cpu', tile: int | None = None,
                   tile_pad: int = 16) -> np.ndarray:
     """BGR uint8 LR -> BGR uint8 SR (network input RGB in [0, 1], output clamped and rounded by tensor2img)."""
     x = img2tensor(lq.astype(np.float32) / 255., bgr2rgb=True, float32=True).unsqueeze(0).to(device)
@@ -82,7 +82,7 @@ def super_resolve(net: nn.Module, lq: np.ndarray, scale: int, device: str = 'cpu
     return tensor2img(y, rgb2bgr=True, out_type=np.uint8, min_max=(0, 1))
 
 
-def y_psnr_ssim(sr: np.ndarray, gt: np.ndarray, scale: int) -> Tuple[float, float]:
+def y_psnr_ssim(sr: np.ndarray, gt: np.ndarray, scale: int) -> tuple[float, float]:
     """Y-channel PSNR and SSIM, border ``scale`` cropped (basicsr.metrics on BGR uint8)."""
     if sr.shape != gt.shape:
         raise DDSRError(f'SR shape {sr.shape} differs from GT shape {gt.shape}')
@@ -90,8 +90,8 @@ def y_psnr_ssim(sr: np.ndarray, gt: np.ndarray, scale: int) -> Tuple[float, floa
             calculate_ssim(sr, gt, crop_border=scale, test_y_channel=True))
 
 
-def evaluate(net: nn.Module, test_set: PairedSet, scale: int, device: str = 'cpu', tile: Optional[int] = None,
-             tile_pad: int = 16, progress: bool = True, desc: str = '') -> Dict:
+def evaluate(net: nn.Module, test_set: PairedSet, scale: int, device: str = 'cpu', tile: int | None = None,
+             tile_pad: int = 16, progress: bool = True, desc: str = '') -> dict:
     """Mean Y-PSNR / SSIM of ``net`` on ``test_set``: ``{'set', 'images', 'psnr', 'ssim'}``."""
     net = net.eval().to(device)
     psnrs, ssims = [], []

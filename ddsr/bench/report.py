@@ -2,11 +2,11 @@
 import csv
 import json
 import os
+from collections.abc import Sequence
 from os import path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
 
 # (column, header, format); a missing or None value prints as '-'
-EFFICIENCY_COLUMNS: List[Tuple[str, str, str]] = [
+EFFICIENCY_COLUMNS: list[tuple[str, str, str]] = [
     ('name', 'model', '{}'), ('form', 'form', '{}'), ('params', 'params', '{:,}'),
     ('macs', 'GMACs@256', '{:.2f}'), ('activations', 'Acts(M)@256', '{:.2f}'), ('convs', 'convs', '{}'),
     ('input_size', 'input', '{}'), ('runtime_ms', 'runtime ms (median)', '{:.1f}'),
@@ -15,14 +15,14 @@ EFFICIENCY_COLUMNS: List[Tuple[str, str, str]] = [
 SCALED = {'macs': 1e9, 'activations': 1e6}
 
 
-def _cell(row: Dict, key: str, fmt: str) -> str:
+def _cell(row: dict, key: str, fmt: str) -> str:
     value = row.get(key)
     if value is None or value == '':
         return '-'
     return fmt.format(value / SCALED[key] if key in SCALED else value)
 
 
-def columns_for(rows: Sequence[Dict], base: List[Tuple[str, str, str]]) -> List[Tuple[str, str, str]]:
+def columns_for(rows: Sequence[dict], base: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     """``base`` plus one column per extra numeric key (e.g. ``psnr_Set5``) found in the rows."""
     known = {key for key, _, _ in base}
     extra = []
@@ -31,7 +31,7 @@ def columns_for(rows: Sequence[Dict], base: List[Tuple[str, str, str]]) -> List[
     return base + [(k, k, '{:.4f}' if k.startswith('ssim') else '{:.2f}') for k in extra]
 
 
-def format_table(rows: Sequence[Dict], columns: List[Tuple[str, str, str]], markdown: bool = False) -> str:
+def format_table(rows: Sequence[dict], columns: list[tuple[str, str, str]], markdown: bool = False) -> str:
     """Aligned text table (or a Markdown table) of ``rows``."""
     cells = [[header for _, header, _ in columns]] + [[_cell(r, k, f) for k, _, f in columns] for r in rows]
     if markdown:
@@ -39,16 +39,16 @@ def format_table(rows: Sequence[Dict], columns: List[Tuple[str, str, str]], mark
         lines.insert(1, '|' + '|'.join('---' if i < 2 else '---:' for i in range(len(columns))) + '|')
         return '\n'.join(lines)
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    text = [('  '.join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+    text = [('  '.join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=False))))
             for line in cells]
     text.insert(1, '  '.join('-' * w for w in widths))
     return '\n'.join(text)
 
 
-def write_csv_json(rows: Sequence[Dict], stem: str) -> List[str]:
+def write_csv_json(rows: Sequence[dict], stem: str) -> list[str]:
     """``<stem>.csv`` and ``<stem>.json`` of ``rows``; returns the paths."""
     os.makedirs(osp.dirname(osp.abspath(stem)), exist_ok=True)
-    keys: List[str] = []
+    keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
     with open(stem + '.csv', 'w', newline='') as f:
@@ -60,7 +60,7 @@ def write_csv_json(rows: Sequence[Dict], stem: str) -> List[str]:
     return [stem + '.csv', stem + '.json']
 
 
-def plot_quality_cost(rows: Sequence[Dict], psnr_key: str, path: str, title: str = '') -> Optional[str]:
+def plot_quality_cost(rows: Sequence[dict], psnr_key: str, path: str, title: str = '') -> str | None:
     """PSNR vs params / GMACs / runtime, one point per row that has ``psnr_key``; None if no row has it."""
     points = [r for r in rows if r.get(psnr_key) is not None]
     if not points:
@@ -70,7 +70,7 @@ def plot_quality_cost(rows: Sequence[Dict], psnr_key: str, path: str, title: str
     import matplotlib.pyplot as plt
     axes_spec = [('params', 1e3, 'params (K)'), ('macs', 1e9, 'GMACs @256x256'), ('runtime_ms', 1, 'runtime (ms)')]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for ax, (key, div, label) in zip(axes, axes_spec):
+    for ax, (key, div, label) in zip(axes, axes_spec, strict=False):
         for row in points:
             if row.get(key) is None:
                 continue

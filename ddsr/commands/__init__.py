@@ -1,11 +1,10 @@
 """``ddsr`` sub-commands, one module each (``NAME``, ``HELP``, ``add_arguments(parser)``, ``run(args)``)."""
 import json
-from typing import Optional
 
 from ddsr.errors import DDSRError
 
 
-def arch_from_args(arch: Optional[str], arch_kwargs: str) -> Optional[dict]:
+def arch_from_args(arch: str | None, arch_kwargs: str) -> dict | None:
     """``{'type': arch, **kwargs}`` of ``--arch`` / ``--arch-kwargs`` (a JSON object); None without ``--arch``."""
     try:
         kwargs = json.loads(arch_kwargs)

@@ -2,13 +2,18 @@
 import argparse
 import os
 from os import path as osp
-from typing import Dict, List, Optional
 
 import torch
 
 from ddsr.bench.efficiency import benchmark_forms
-from ddsr.bench.models import (ModelSpec, build_for_quality, build_network, is_registered, spec_from_option_file,
-                               specs_from_model_list)
+from ddsr.bench.models import (
+    ModelSpec,
+    build_for_quality,
+    build_network,
+    is_registered,
+    spec_from_option_file,
+    specs_from_model_list,
+)
 from ddsr.bench.quality import PairedSet, evaluate
 from ddsr.bench.report import EFFICIENCY_COLUMNS, columns_for, format_table, plot_quality_cost, write_csv_json
 from ddsr.commands import arch_from_args
@@ -78,7 +83,7 @@ def _spec_from_options(path: str) -> ModelSpec:
     return _checked(spec_from_option_file(path))
 
 
-def collect_specs(args: argparse.Namespace) -> List[ModelSpec]:
+def collect_specs(args: argparse.Namespace) -> list[ModelSpec]:
     if args.models:
         load_options(args.models)  # exists and parses (one error line otherwise)
     specs = [_spec_from_options(path) for path in args.opt]
@@ -103,7 +108,7 @@ def collect_specs(args: argparse.Namespace) -> List[ModelSpec]:
     return specs
 
 
-def collect_sets(args: argparse.Namespace, scale: int) -> List[PairedSet]:
+def collect_sets(args: argparse.Namespace, scale: int) -> list[PairedSet]:
     sets = []
     for gt, lq in args.dataset:
         gt_dir = osp.abspath(gt.rstrip(os.sep))
@@ -117,8 +122,8 @@ def collect_sets(args: argparse.Namespace, scale: int) -> List[PairedSet]:
     return sets
 
 
-def _quality(specs: List[ModelSpec], args: argparse.Namespace, tile: Optional[int] = None,
-             tile_pad: int = 16) -> List[Dict]:
+def _quality(specs: list[ModelSpec], args: argparse.Namespace, tile: int | None = None,
+             tile_pad: int = 16) -> list[dict]:
     rows = []
     for spec in specs:
         sets = collect_sets(args, spec.upscale)

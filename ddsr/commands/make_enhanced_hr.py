@@ -7,8 +7,8 @@ import torch
 import yaml
 from basicsr.archs import build_network
 
-from ddsr.errors import DDSRError
 from ddsr.bench.models import load_weights
+from ddsr.errors import DDSRError
 from ddsr.models.enhanced import make_enhanced_hr
 from ddsr.preflight import check_network, load_options, read_checkpoint
 

@@ -1,7 +1,6 @@
 """``ddsr make-lmdb``: pack a folder of HR images (+ LR folders or generated MATLAB-bicubic LR) into BasicSR LMDBs."""
 import argparse
 from os import path as osp
-from typing import Dict
 
 from ddsr.data.lmdb_tools import PRESETS, make_lmdbs
 from ddsr.errors import DDSRError
@@ -29,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
 
 
-def _parse_lr(values) -> Dict[int, str]:
+def _parse_lr(values) -> dict[int, str]:
     lr_dirs = {}
     for value in values:
         scale, sep, folder = value.partition('=')

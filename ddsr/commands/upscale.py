@@ -4,16 +4,24 @@ import glob
 import os
 import sys
 from pathlib import Path
-from typing import List
 
 import torch
 from tqdm import tqdm
 
 from ddsr.archs.esa_upsample import grid_stride
 from ddsr.commands import arch_from_args
-from ddsr.compress.inference import (IMAGE_EXTS, Upscaler, auto_upscaler, load_checkpoint_network,
-                                     load_option_network, onnx_upscaler, read_image, torch_upscaler, upscale_array,
-                                     write_png)
+from ddsr.compress.inference import (
+    IMAGE_EXTS,
+    Upscaler,
+    auto_upscaler,
+    load_checkpoint_network,
+    load_option_network,
+    onnx_upscaler,
+    read_image,
+    torch_upscaler,
+    upscale_array,
+    write_png,
+)
 from ddsr.compress.tiling import num_tiles
 from ddsr.errors import DDSRError
 from ddsr.preflight import check_network, load_options, read_checkpoint
@@ -50,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--suffix', default='', help='appended to output names, e.g. _x4')
 
 
-def collect_inputs(pattern: str) -> List[Path]:
+def collect_inputs(pattern: str) -> list[Path]:
     """Image files of a file path, a folder (its image files, sorted) or a glob pattern."""
     path = Path(pattern)
     if path.is_dir():
@@ -114,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = []
     with tqdm(total=len(files), unit='img', file=sys.stderr) as bar:
-        for src, dst in zip(files, targets):
+        for src, dst in zip(files, targets, strict=False):
             try:
                 img = read_image(src)
                 tiles = num_tiles(img.shape[0], img.shape[1], args.tile)

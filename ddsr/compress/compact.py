@@ -6,7 +6,6 @@ channels) per group, alpha found by bisection so that params <= ratio * dense pa
 exactly-zero channels). The compact checkpoint is self-describing: {'params': state, 'arch': {'type': ..., kwargs}}.
 """
 import os.path as osp
-from typing import Dict, Optional, Tuple, Union
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -20,22 +19,22 @@ PRESETS = {'EDSRmini-default': {'type': 'EDSRmini'}, 'SwinIRmini-default': {'typ
 SCALE_KEYS = ('upscale', 'img_size', 'window_size', 'img_range', 'rgb_mean', 'in_chans', 'num_in_ch', 'num_out_ch')
 
 
-def family(arch: Dict):
+def family(arch: dict):
     if arch.get('type') not in FAMILIES:
         raise ValueError(f"arch type '{arch.get('type')}' cannot be compressed (supported: {', '.join(FAMILIES)})")
     return FAMILIES[arch['type']]
 
 
-def build(arch: Dict) -> nn.Module:
+def build(arch: dict) -> nn.Module:
     """The network of an arch option ({'type': name, **kwargs}) from BasicSR's registry."""
     return ARCH_REGISTRY.get(arch['type'])(**{k: v for k, v in arch.items() if k != 'type'})
 
 
-def count_params(arch: Dict) -> int:
+def count_params(arch: dict) -> int:
     return sum(p.numel() for p in build(arch).parameters())
 
 
-def resolve_target(src_arch: Dict, target: Union[str, Dict]) -> Dict:
+def resolve_target(src_arch: dict, target: str | dict) -> dict:
     """Target arch option: a preset name or a dict; scale-bound keys the target leaves out come from the source."""
     if isinstance(target, str):
         if target not in PRESETS:
@@ -48,7 +47,7 @@ def resolve_target(src_arch: Dict, target: Union[str, Dict]) -> Dict:
     return {**target, **inherited}
 
 
-def ratio_target(state: Dict[str, torch.Tensor], src_arch: Dict, ratio: float, steps: int = 20) -> Dict:
+def ratio_target(state: dict[str, torch.Tensor], src_arch: dict, ratio: float, steps: int = 20) -> dict:
     """Largest alpha in (0, 1] whose config has <= ratio * dense params (bisection); the normalized target."""
     fam = family(src_arch)
     src = fam.normalize(src_arch)
@@ -68,8 +67,8 @@ def ratio_target(state: Dict[str, torch.Tensor], src_arch: Dict, ratio: float, s
     return best
 
 
-def compress_state(state: Dict[str, torch.Tensor], src_arch: Dict, target: Union[str, Dict, None] = None,
-                   ratio: Optional[float] = None) -> Tuple[Dict[str, torch.Tensor], Dict]:
+def compress_state(state: dict[str, torch.Tensor], src_arch: dict, target: str | dict | None = None,
+                   ratio: float | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """(compact state dict, compact arch option) from a dense ``state`` of ``src_arch`` (give target or ratio)."""
     if (target is None) == (ratio is None):
         raise ValueError('give exactly one of target and ratio')
@@ -89,7 +88,7 @@ def compress_state(state: Dict[str, torch.Tensor], src_arch: Dict, target: Union
     return net.state_dict(), arch
 
 
-def load_state(path: str, param_key: Optional[str] = 'params') -> Dict[str, torch.Tensor]:
+def load_state(path: str, param_key: str | None = 'params') -> dict[str, torch.Tensor]:
     """State dict from a BasicSR checkpoint (``param_key`` entry when present, else the file itself)."""
     ckpt = torch.load(path, map_location='cpu', weights_only=True)
     if param_key and isinstance(ckpt, dict) and param_key in ckpt:
@@ -97,12 +96,12 @@ def load_state(path: str, param_key: Optional[str] = 'params') -> Dict[str, torc
     return ckpt.get('params', ckpt) if isinstance(ckpt, dict) else ckpt
 
 
-def save_compact(path: str, state: Dict[str, torch.Tensor], arch: Dict) -> None:
+def save_compact(path: str, state: dict[str, torch.Tensor], arch: dict) -> None:
     """Self-describing checkpoint: BasicSR loads 'params' (and 'params_ema'); 'arch' rebuilds the network."""
     torch.save({'params': state, 'params_ema': state, 'arch': arch}, path)
 
 
-def checkpoint_arch(path: Optional[str]) -> Optional[Dict]:
+def checkpoint_arch(path: str | None) -> dict | None:
     """The ``arch`` entry of a self-describing checkpoint (:func:`save_compact`, ``ddsr reparam``/``export``, pruning
     steps); None when the file is missing or has none."""
     if not path or not osp.isfile(path):

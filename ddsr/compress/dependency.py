@@ -7,17 +7,17 @@ element-wise (an upsampler conv's r^2 output channels feed one shuffled channel,
 :func:`ddsr.compress.slicing.shuffle_groups`) and attention heads are unknown to it (Swin slicing is in
 :mod:`ddsr.compress.swinir_compress`).
 """
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-Slice = Tuple[str, int]  # (state-dict key, channel axis)
+Slice = tuple[str, int]  # (state-dict key, channel axis)
 
 
 def coupled_slices(net: nn.Module, layers: Sequence[str],
-                   example: torch.Tensor) -> Dict[str, Tuple[List[Slice], List[Slice]]]:
+                   example: torch.Tensor) -> dict[str, tuple[list[Slice], list[Slice]]]:
     """Producers and consumers of the output channels of each conv in ``layers``, from one traced graph.
 
     Args:

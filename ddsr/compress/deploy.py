@@ -5,8 +5,8 @@ Generic over every registered arch that takes a ``deploy`` kwarg and contains
 self-describing: ``{'params': ..., 'params_ema': ..., 'arch': {'type': ..., **kwargs, 'deploy': True}}`` and loads
 with BasicSR's ``load_network`` (``param_key_g: params`` or ``params_ema``).
 """
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
 
 import torch
 import yaml
@@ -18,10 +18,10 @@ from ddsr.compat import atomic_save
 from ddsr.errors import DDSRError
 
 PARAM_KEYS = ('params', 'params_ema')
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
-def arch_config_from_options(opt_path: PathLike) -> Dict:
+def arch_config_from_options(opt_path: PathLike) -> dict:
     """The ``network_g`` mapping (``type`` + kwargs) of a BasicSR option file."""
     opt = yaml.safe_load(Path(opt_path).read_text())
     config = opt.get('network_g') if isinstance(opt, dict) else None
@@ -41,7 +41,7 @@ def build_network(config: Mapping, **overrides) -> nn.Module:
     return cls(**kwargs)
 
 
-def _state_dicts(ckpt: Mapping, src: PathLike) -> Dict[str, Dict]:
+def _state_dicts(ckpt: Mapping, src: PathLike) -> dict[str, dict]:
     """``{param_key: state_dict}`` of a BasicSR checkpoint; a plain state_dict counts as ``params``."""
     found = {key: ckpt[key] for key in PARAM_KEYS if key in ckpt}
     if found:
@@ -71,15 +71,15 @@ def deploy_network(config: Mapping, state_dict: Mapping, fold_bn: bool = False) 
     return net
 
 
-def deploy_config(net: nn.Module, config: Mapping) -> Dict:
+def deploy_config(net: nn.Module, config: Mapping) -> dict:
     """Self-describing arch dict of a converted network (its own ``config()`` when it has one)."""
     if hasattr(net, 'config'):
         return dict(net.config())
     return {**config, 'deploy': True}
 
 
-def convert_checkpoint(src_path: PathLike, dst_path: PathLike, arch: Union[Mapping, PathLike],
-                       fold_bn: bool = False, device: Optional[str] = None) -> Dict:
+def convert_checkpoint(src_path: PathLike, dst_path: PathLike, arch: Mapping | PathLike,
+                       fold_bn: bool = False, device: str | None = None) -> dict:
     """Convert a train-form checkpoint to the deploy form and write it atomically.
 
     Args:

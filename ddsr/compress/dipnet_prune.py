@@ -8,7 +8,7 @@ form (DIPNet reparameterizes first, then prunes); the result is a new deploy-for
 :meth:`DIPNet.config` rebuilds it.
 """
 import math
-from typing import List, Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from torch import Tensor
 from ddsr.archs.dipnet_arch import DIPNet
 
 
-def importance(model: DIPNet) -> List[Tensor]:
+def importance(model: DIPNet) -> list[Tensor]:
     """Per block a ``(2, m_i)`` tensor: L2 norms of the ``c1_r`` filters (row 0) and ``c2_r`` filters (row 1)."""
     _check_deploy(model)
     with torch.no_grad():
@@ -24,7 +24,7 @@ def importance(model: DIPNet) -> List[Tensor]:
                 for block in model.blocks]
 
 
-def iterative_schedule(num_mid: int, ratio: float, steps: int) -> List[int]:
+def iterative_schedule(num_mid: int, ratio: float, steps: int) -> list[int]:
     """Widths after each of ``steps`` pruning steps; each step keeps ``floor(w * (1 - ratio))``, at least 1."""
     if not 0 <= ratio < 1:
         raise ValueError(f'ratio must be in [0, 1), got {ratio}')
@@ -40,8 +40,8 @@ def widths_after(num_mid: int, ratio: float, k: int) -> int:
     return iterative_schedule(num_mid, ratio, k)[-1] if k > 0 else num_mid
 
 
-def prune_dipnet(model: DIPNet, widths: Optional[Union[int, Sequence[int]]] = None,
-                 ratio: Optional[float] = None) -> DIPNet:
+def prune_dipnet(model: DIPNet, widths: int | Sequence[int] | None = None,
+                 ratio: float | None = None) -> DIPNet:
     """A new deploy-form DIPNet keeping, per block, the highest-norm middle channels of ``model``.
 
     Args:
@@ -60,7 +60,8 @@ def prune_dipnet(model: DIPNet, widths: Optional[Union[int, Sequence[int]]] = No
     elif isinstance(widths, int):
         widths = [widths] * len(model.mid_channels)
     widths = [int(w) for w in widths]
-    if len(widths) != len(model.mid_channels) or any(not 1 <= w <= m for w, m in zip(widths, model.mid_channels)):
+    if len(widths) != len(model.mid_channels) or any(
+            not 1 <= w <= m for w, m in zip(widths, model.mid_channels, strict=True)):
         raise ValueError(f'widths {widths} must give 1 <= w <= current width for each of {model.mid_channels}')
 
     config = model.config()
@@ -68,7 +69,7 @@ def prune_dipnet(model: DIPNet, widths: Optional[Union[int, Sequence[int]]] = No
     config['mid_channels'] = widths
     pruned = DIPNet(**config)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for i, (scores, width) in enumerate(zip(importance(model), widths)):
+    for i, (scores, width) in enumerate(zip(importance(model), widths, strict=False)):
         keep1, keep2 = (score.topk(width).indices.sort().values for score in scores)
         prefix = f'block_{i + 1}.'
         state[prefix + 'c1_r.weight'] = state[prefix + 'c1_r.weight'][keep1]

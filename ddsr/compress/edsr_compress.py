@@ -10,7 +10,6 @@ Ranking: group L2 norm over producers and consumers; a channel whose producers a
 (removing it is exact). conv2 is rescaled by res_scale_src / res_scale_tgt so the block output is preserved.
 """
 import math
-from typing import Dict, List
 
 import torch
 
@@ -23,7 +22,7 @@ DEFAULTS = dict(num_in_ch=3, num_out_ch=3, upscale=4, res_scale=1, img_range=255
 MINI_DEFAULTS = dict(num_feat=16, num_block=8, res_scale=2)
 
 
-def normalize(arch: Dict) -> Dict:
+def normalize(arch: dict) -> dict:
     """Full EDSRmini kwargs (explicit block / upsample widths) of an EDSR or EDSRmini arch option."""
     kw = {k: v for k, v in arch.items() if k != 'type'}
     if arch.get('type') == 'EDSRmini':
@@ -37,7 +36,7 @@ def normalize(arch: Dict) -> Dict:
     return kw
 
 
-def compact_arch(kw: Dict) -> Dict:
+def compact_arch(kw: dict) -> dict:
     """EDSRmini arch option, dropping width lists that equal num_feat everywhere."""
     out = {'type': 'EDSRmini', **kw}
     for key in ('block_channels', 'upsample_channels'):
@@ -46,11 +45,11 @@ def compact_arch(kw: Dict) -> Dict:
     return out
 
 
-def _ratio(kw: Dict) -> int:
+def _ratio(kw: dict) -> int:
     return 3 if kw['upscale'] == 3 else 2
 
 
-def scores(state: Dict[str, torch.Tensor], kw: Dict) -> Dict:
+def scores(state: dict[str, torch.Tensor], kw: dict) -> dict:
     """Ranking scores and producer-only ('alive' test) scores of every group."""
     nf, blocks, ups, r = kw['num_feat'], range(kw['num_block']), kw['upsample_channels'], _ratio(kw)
     groups = coupled_slices(EDSRmini(**{k: v for k, v in kw.items() if k != 'type'}),
@@ -59,7 +58,7 @@ def scores(state: Dict[str, torch.Tensor], kw: Dict) -> Dict:
     prod, cons = map(slices, groups['conv_first'])
     out = {'trunk': _rank(group_scores(prod, nf), group_scores(prod + cons, nf))}
     out['mid'] = []
-    for i, c in zip(blocks, kw['block_channels']):
+    for i, c in zip(blocks, kw['block_channels'], strict=False):
         p, q = map(slices, groups[f'body.{i}.conv1'])
         out['mid'].append(_rank(group_scores(p, c), group_scores(p + q, c)))
     conv2 = torch.stack([state[f'body.{i}.conv2.weight'].float().norm().cpu() for i in blocks])
@@ -73,12 +72,12 @@ def scores(state: Dict[str, torch.Tensor], kw: Dict) -> Dict:
     return out
 
 
-def _rank(producer: torch.Tensor, full: torch.Tensor) -> Dict[str, torch.Tensor]:
+def _rank(producer: torch.Tensor, full: torch.Tensor) -> dict[str, torch.Tensor]:
     """Ranking score = full group norm, forced to -1 where the producers are exactly zero."""
     return {'alive': producer > 0, 'score': torch.where(producer > 0, full, torch.full_like(full, -1.))}
 
 
-def config_for_alpha(kw: Dict, sc: Dict, alpha: float) -> Dict:
+def config_for_alpha(kw: dict, sc: dict, alpha: float) -> dict:
     """Target widths = ceil(alpha * alive channels) per group; blocks with no live channel are dropped."""
     width = lambda a: max(1, math.ceil(alpha * int(a.sum())))  # noqa: E731
     live_blocks = [i for i, m in enumerate(sc['mid']) if bool(m['alive'].any())]
@@ -87,7 +86,7 @@ def config_for_alpha(kw: Dict, sc: Dict, alpha: float) -> Dict:
             'upsample_channels': [width(u['alive']) for u in sc['up']]}
 
 
-def compress(state: Dict[str, torch.Tensor], src: Dict, tgt: Dict) -> Dict[str, torch.Tensor]:
+def compress(state: dict[str, torch.Tensor], src: dict, tgt: dict) -> dict[str, torch.Tensor]:
     """State dict of the EDSRmini ``tgt`` (normalized kwargs) carved out of the ``src`` network's ``state``."""
     if src['upscale'] != tgt['upscale']:
         raise ValueError(f"upscale differs: source x{src['upscale']}, target x{tgt['upscale']}")
@@ -101,13 +100,13 @@ def compress(state: Dict[str, torch.Tensor], src: Dict, tgt: Dict) -> Dict[str, 
         'conv_after_body.weight': take(state['conv_after_body.weight'], {0: trunk, 1: trunk}),
         'conv_after_body.bias': take(state['conv_after_body.bias'], {0: trunk}),
     }
-    for j, (i, c) in enumerate(zip(blocks, tgt['block_channels'])):
+    for j, (i, c) in enumerate(zip(blocks, tgt['block_channels'], strict=False)):
         mid = keep_top(sc['mid'][i]['score'], c)
         out[f'body.{j}.conv1.weight'] = take(state[f'body.{i}.conv1.weight'], {0: mid, 1: trunk})
         out[f'body.{j}.conv1.bias'] = take(state[f'body.{i}.conv1.bias'], {0: mid})
         out[f'body.{j}.conv2.weight'] = take(state[f'body.{i}.conv2.weight'], {0: trunk, 1: mid}) * fold
         out[f'body.{j}.conv2.bias'] = take(state[f'body.{i}.conv2.bias'], {0: trunk}) * fold
-    prev: List[int] = trunk
+    prev: list[int] = trunk
     for s, c in enumerate(tgt['upsample_channels']):
         keep = keep_top(sc['up'][s]['score'], c)
         rows = shuffle_groups(keep, _ratio(src))

@@ -10,7 +10,6 @@ PyTorch on a natural image (scikit-image photo).
 """
 import warnings
 from pathlib import Path
-from typing import Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -21,10 +20,10 @@ from ddsr.compress.inference import MIN_INPUT, to_deploy
 from ddsr.errors import DDSRError
 
 OPSET = 17
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
-def arch_config(net: nn.Module, arch: Optional[Dict] = None) -> Dict:
+def arch_config(net: nn.Module, arch: dict | None = None) -> dict:
     """Self-describing arch dict: the net's own ``config()`` when it has one, else ``arch`` with ``deploy: True``
     for nets that take a ``deploy`` kwarg."""
     if hasattr(net, 'config'):
@@ -37,7 +36,7 @@ def arch_config(net: nn.Module, arch: Optional[Dict] = None) -> Dict:
     return arch
 
 
-def export_checkpoint(net: nn.Module, path: PathLike, arch: Optional[Dict] = None, fold_bn: bool = False) -> Dict:
+def export_checkpoint(net: nn.Module, path: PathLike, arch: dict | None = None, fold_bn: bool = False) -> dict:
     """Write ``{'params': deploy state_dict, 'arch': {...}}`` (fused, eval, CPU tensors); returns it."""
     net = to_deploy(net)
     if fold_bn:
@@ -62,7 +61,7 @@ def stored_mask_sizes(net: nn.Module) -> set:
             for side in getattr(m, 'input_resolution', ())}
 
 
-def export_onnx(net: nn.Module, path: PathLike, size: int = 64, opset: int = OPSET) -> Dict:
+def export_onnx(net: nn.Module, path: PathLike, size: int = 64, opset: int = OPSET) -> dict:
     """Export the deploy form of ``net`` to ONNX with dynamic H/W and metadata; returns the metadata."""
     import onnx
     net = to_deploy(net).cpu()

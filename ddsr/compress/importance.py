@@ -6,7 +6,7 @@
   the quantity the compression paper reads after its sparsity-regularised pruning stage.
 """
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ def slice_norm(t: torch.Tensor, dim: int, p: int = 2) -> torch.Tensor:
     return t.detach().abs().pow(p).sum(dim=other) if other else t.detach().abs().pow(p)
 
 
-def group_scores(slices: Iterable[Tuple[torch.Tensor, int]], size: int, p: int = 2) -> torch.Tensor:
+def group_scores(slices: Iterable[tuple[torch.Tensor, int]], size: int, p: int = 2) -> torch.Tensor:
     """Norm of each of ``size`` channels over (tensor, channel dim) slices: (sum_s sum |w|^p)^(1/p)."""
     score = torch.zeros(size)
     for t, dim in slices:
@@ -28,7 +28,7 @@ def group_scores(slices: Iterable[Tuple[torch.Tensor, int]], size: int, p: int =
     return score.pow(1.0 / p)
 
 
-def keep_top(scores: torch.Tensor, k: int) -> List[int]:
+def keep_top(scores: torch.Tensor, k: int) -> list[int]:
     """Indices of the ``k`` largest scores, in ascending index order (ties: lower index first)."""
     if k > scores.numel():
         raise ValueError(f'cannot keep {k} of {scores.numel()} channels')
@@ -47,9 +47,9 @@ def prunable_weights(net: nn.Module) -> 'OrderedDict[str, nn.Parameter]':
     return OrderedDict((f'{name}.weight', m.weight) for name, m in net.named_modules() if isinstance(m, PRUNABLE))
 
 
-def density_by_group(net: nn.Module) -> Dict[str, float]:
+def density_by_group(net: nn.Module) -> dict[str, float]:
     """Fraction of non-zero prunable weights per block / layer, plus 'total'."""
-    nnz: Dict[str, List[int]] = OrderedDict()
+    nnz: dict[str, list[int]] = OrderedDict()
     for name, w in prunable_weights(net).items():
         count = nnz.setdefault(group_name(name), [0, 0])
         count[0] += int((w.detach() != 0).sum())

@@ -11,9 +11,9 @@ Images: 8/16-bit, gray/RGB/RGBA. Gray runs through the net as 3 equal channels a
 is upscaled separately by bicubic interpolation (networks are trained on RGB only).
 """
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -39,17 +39,17 @@ class Upscaler:
     scale: int
     min_size: int = MIN_INPUT
     multiple: int = 1
-    info: Dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
     align: int = 1  # tile origins: multiples of the net's coarse grid (ESA), see ddsr.archs.esa_upsample
-    tile_context: Optional[Callable] = None
+    tile_context: Callable | None = None
 
-    def __call__(self, x: Tensor, tile: Optional[int] = None, overlap: int = 16, progress=None) -> Tensor:
+    def __call__(self, x: Tensor, tile: int | None = None, overlap: int = 16, progress=None) -> Tensor:
         return tiled_forward(self.forward, x, self.scale, tile, overlap, self.min_size, self.multiple, progress,
                              self.align, self.tile_context)
 
 
-def load_checkpoint_network(weights: str, arch: Optional[Mapping] = None,
-                            param_key: str = 'params') -> Tuple[nn.Module, Dict]:
+def load_checkpoint_network(weights: str, arch: Mapping | None = None,
+                            param_key: str = 'params') -> tuple[nn.Module, dict]:
     """``(net, arch)`` of a checkpoint: ``arch`` (``type`` + kwargs) or the checkpoint's own ``arch`` entry."""
     if not Path(weights).is_file():
         raise DDSRError(f'weights not found: {weights}')
@@ -61,7 +61,7 @@ def load_checkpoint_network(weights: str, arch: Optional[Mapping] = None,
     return build_network(ModelSpec(name=str(weights), network=arch, weights=str(weights), param_key=param_key)), arch
 
 
-def load_option_network(opt_path: str) -> Tuple[nn.Module, Dict]:
+def load_option_network(opt_path: str) -> tuple[nn.Module, dict]:
     """``(net, network_g)`` of a BasicSR (test) option file with its ``path.pretrain_network_g`` weights."""
     spec = spec_from_option_file(opt_path)
     if not spec.weights:
@@ -101,7 +101,7 @@ def torch_upscaler(net: nn.Module, device: str = 'cpu', channels_last: bool = Fa
                     tile_geometry if align > 1 else None)
 
 
-def auto_upscaler(net: nn.Module, device: str = 'cpu', threads: Optional[int] = None, tol: float = 1e-4,
+def auto_upscaler(net: nn.Module, device: str = 'cpu', threads: int | None = None, tol: float = 1e-4,
                   probe: int = PROBE_SIZE) -> Upscaler:
     """Fastest correct path, measured for this network: on CPU, PyTorch ``inference_mode`` + ``channels_last``
     and onnxruntime (a temporary ONNX export checked to ``tol`` on a natural crop) are both timed on a natural
@@ -142,7 +142,7 @@ def _median_ms(fn: Callable[[], object], runs: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def onnx_upscaler(path: str, threads: Optional[int] = None) -> Upscaler:
+def onnx_upscaler(path: str, threads: int | None = None) -> Upscaler:
     """Upscaler of an ONNX model (written by ``ddsr export``) run by onnxruntime (optional dependency)."""
     try:
         import onnxruntime as ort
@@ -183,7 +183,7 @@ def read_image(path: str) -> np.ndarray:
     return img
 
 
-def upscale_array(up: Upscaler, img: np.ndarray, tile: Optional[int] = None, overlap: int = 16,
+def upscale_array(up: Upscaler, img: np.ndarray, tile: int | None = None, overlap: int = 16,
                   progress=None) -> np.ndarray:
     """Super-resolve a cv2 image (gray, BGR or BGRA; uint8 or uint16); same mode and bit depth out."""
     peak = float(np.iinfo(img.dtype).max)

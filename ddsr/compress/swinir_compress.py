@@ -12,7 +12,6 @@ Groups (keep-indices per group, own slicing: Torch-Pruning has no notion of head
 A head / unit whose weights are exactly zero ranks last, so removing it is exact.
 """
 import math
-from typing import Dict, List
 
 import torch
 
@@ -24,7 +23,7 @@ SWINIR = dict(embed_dim=96, depths=[6, 6, 6, 6], num_heads=[6, 6, 6, 6], window_
 MINI = dict(embed_dim=24, depths=[4, 4, 4], num_heads=[6, 6, 6], window_size=8, mlp_ratio=2.)
 
 
-def normalize(arch: Dict) -> Dict:
+def normalize(arch: dict) -> dict:
     """Full SwinIRmini kwargs (head_dim, per-block heads and MLP widths explicit) of a SwinIR(mini) option."""
     kw = {**BASE, **(MINI if arch.get('type') == 'SwinIRmini' else SWINIR)}
     kw.update({k: v for k, v in arch.items() if k != 'type'})
@@ -35,14 +34,14 @@ def normalize(arch: Dict) -> Dict:
         raise ValueError(f'layers have different head dims {sorted(dims)}: set head_dim')
     kw['head_dim'] = dims.pop()
     kw['depths'], kw['num_heads'] = list(kw['depths']), list(kw['num_heads'])
-    default_heads = [[h] * d for h, d in zip(kw['num_heads'], kw['depths'])]
+    default_heads = [[h] * d for h, d in zip(kw['num_heads'], kw['depths'], strict=False)]
     kw['layer_heads'] = [list(r) for r in kw.get('layer_heads') or default_heads]
     hidden = int(kw['embed_dim'] * kw['mlp_ratio'])
     kw['layer_mlp_hidden'] = [list(r) for r in kw.get('layer_mlp_hidden') or [[hidden] * d for d in kw['depths']]]
     return kw
 
 
-def compact_arch(kw: Dict) -> Dict:
+def compact_arch(kw: dict) -> dict:
     """SwinIRmini arch option, dropping per-block tables that equal the per-layer defaults."""
     out = {'type': 'SwinIRmini', **kw}
     out['num_heads'] = [row[0] if row else 1 for row in kw['layer_heads']]
@@ -56,11 +55,11 @@ def compact_arch(kw: Dict) -> Dict:
     return out
 
 
-def _rank(alive: torch.Tensor, full: torch.Tensor) -> Dict[str, torch.Tensor]:
+def _rank(alive: torch.Tensor, full: torch.Tensor) -> dict[str, torch.Tensor]:
     return {'alive': alive, 'score': torch.where(alive, full, torch.full_like(full, -1.))}
 
 
-def _block_scores(state: Dict[str, torch.Tensor], pre: str, heads: int, hd: int, hidden: int) -> Dict:
+def _block_scores(state: dict[str, torch.Tensor], pre: str, heads: int, hd: int, hidden: int) -> dict:
     qkv_w, qkv_b = state[f'{pre}.attn.qkv.weight'], state[f'{pre}.attn.qkv.bias']
     proj = state[f'{pre}.attn.proj.weight']
     w = qkv_w.reshape(3, heads, hd, -1)
@@ -79,7 +78,7 @@ def _block_scores(state: Dict[str, torch.Tensor], pre: str, heads: int, hd: int,
     return out
 
 
-def _embed_slices(state: Dict[str, torch.Tensor]) -> List:
+def _embed_slices(state: dict[str, torch.Tensor]) -> list:
     """(tensor, axis) of every tensor with an embed_dim axis, except the upsampler / qkv / fc1 consumers."""
     slices = []
     for k, t in state.items():
@@ -93,7 +92,7 @@ def _embed_slices(state: Dict[str, torch.Tensor]) -> List:
     return slices
 
 
-def scores(state: Dict[str, torch.Tensor], kw: Dict) -> Dict:
+def scores(state: dict[str, torch.Tensor], kw: dict) -> dict:
     """Scores of embed channels, layers, blocks, heads, head dims and MLP units."""
     prod = [(state[k], 0) for k in state if k.endswith(('proj.bias', 'fc2.bias', 'conv_first.bias'))]
     embed_alive = group_scores(prod + [(state['conv_first.weight'], 0)], kw['embed_dim']) > 0
@@ -107,7 +106,7 @@ def scores(state: Dict[str, torch.Tensor], kw: Dict) -> Dict:
     return out
 
 
-def config_for_alpha(kw: Dict, sc: Dict, alpha: float) -> Dict:
+def config_for_alpha(kw: dict, sc: dict, alpha: float) -> dict:
     """Target widths = ceil(alpha * live count) per group; blocks without live heads/units are dropped."""
     width = lambda a: math.ceil(alpha * int(a.sum()))  # noqa: E731
     heads, hidden, depths, keep_layers = [], [], [], []
@@ -124,15 +123,16 @@ def config_for_alpha(kw: Dict, sc: Dict, alpha: float) -> Dict:
             'head_dim': max(1, math.ceil(alpha * kw['head_dim']))}
 
 
-def _block(state: Dict, src_pre: str, tgt_pre: str, sc: Dict, embed: List[int], src: Dict, tgt: Dict, heads_n: int,
-           hidden_n: int, hd_src: int) -> Dict[str, torch.Tensor]:
+def _block(state: dict, src_pre: str, tgt_pre: str, sc: dict, embed: list[int], src: dict, tgt: dict, heads_n: int,
+           hidden_n: int, hd_src: int) -> dict[str, torch.Tensor]:
     hd = tgt['head_dim']
     heads = keep_top(sc['head']['score'], heads_n)
     qk = [keep_top(sc['qk_dim'][h], hd) for h in heads]
     v = [keep_top(sc['v_dim'][h], hd) for h in heads]
-    q_rows = [h * hd_src + d for h, ds in zip(heads, qk) for d in ds]
+    q_rows = [h * hd_src + d for h, ds in zip(heads, qk, strict=False) for d in ds]
     n_src = sc['head']['score'].numel() * hd_src
-    rows = q_rows + [n_src + r for r in q_rows] + [2 * n_src + h * hd_src + d for h, ds in zip(heads, v) for d in ds]
+    v_rows = [2 * n_src + h * hd_src + d for h, ds in zip(heads, v, strict=True) for d in ds]
+    rows = q_rows + [n_src + r for r in q_rows] + v_rows
     scale_src = src.get('qk_scale') or hd_src**-0.5
     fold = scale_src / (tgt.get('qk_scale') or hd**-0.5)
     gain = torch.ones(len(rows))
@@ -153,7 +153,7 @@ def _block(state: Dict, src_pre: str, tgt_pre: str, sc: Dict, embed: List[int], 
     return {f'{tgt_pre}.{k}': t for k, t in out.items()}
 
 
-def compress(state: Dict[str, torch.Tensor], src: Dict, tgt: Dict) -> Dict[str, torch.Tensor]:
+def compress(state: dict[str, torch.Tensor], src: dict, tgt: dict) -> dict[str, torch.Tensor]:
     """State dict (parameters only; buffers come from the target model) of SwinIRmini ``tgt`` carved from ``src``."""
     for key in ('upscale', 'window_size', 'img_size', 'in_chans'):
         if src[key] != tgt[key]:

@@ -13,8 +13,8 @@ on that grid (its context is extended up/left to the next multiple) and resizes 
 makes these nets exact too when the overlap covers their (wide, ESA-extended) receptive field.
 """
 import math
-from contextlib import nullcontext
-from typing import Callable, ContextManager, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +23,10 @@ from torch import Tensor
 from ddsr.errors import DDSRError
 
 Forward = Callable[[Tensor], Tensor]
-TileContext = Callable[[Sequence[int], Sequence[int]], ContextManager]  # (image size, tile origin) -> context
+TileContext = Callable[[Sequence[int], Sequence[int]], AbstractContextManager]  # (image size, tile origin) -> context
 
 
-def pad_to_constraints(x: Tensor, min_size: int = 1, multiple: int = 1) -> Tuple[Tensor, int, int]:
+def pad_to_constraints(x: Tensor, min_size: int = 1, multiple: int = 1) -> tuple[Tensor, int, int]:
     """Pad ``x`` (N, C, H, W) at the bottom/right to >= ``min_size`` and a multiple of ``multiple``.
 
     Reflection padding where the image is large enough, replication otherwise. Returns ``(x, H, W)`` with the
@@ -46,7 +46,7 @@ def padded_forward(forward: Forward, x: Tensor, scale: int, min_size: int = 1, m
     return forward(padded)[..., :h * scale, :w * scale]
 
 
-def core_bounds(length: int, tile: int) -> List[int]:
+def core_bounds(length: int, tile: int) -> list[int]:
     """Boundaries of ``ceil(length / tile)`` nearly equal cores covering ``[0, length)``."""
     n = max(1, math.ceil(length / tile))
     return [round(i * length / n) for i in range(n + 1)]
@@ -69,9 +69,9 @@ def blend_ramp(start: int, stop: int, lo: int, hi: int, length: int, overlap: in
     return w
 
 
-def tiled_forward(forward: Forward, x: Tensor, scale: int, tile: Optional[int], overlap: int = 16,
-                  min_size: int = 1, multiple: int = 1, progress: Optional[Callable[[], None]] = None,
-                  align: int = 1, context: Optional[TileContext] = None) -> Tensor:
+def tiled_forward(forward: Forward, x: Tensor, scale: int, tile: int | None, overlap: int = 16,
+                  min_size: int = 1, multiple: int = 1, progress: Callable[[], None] | None = None,
+                  align: int = 1, context: TileContext | None = None) -> Tensor:
     """Super-resolve ``x`` (1, C, H, W) tile by tile (``tile=None`` or an image within one tile: whole image).
 
     Args:
@@ -99,10 +99,10 @@ def tiled_forward(forward: Forward, x: Tensor, scale: int, tile: Optional[int], 
         raise DDSRError(f'--tile ({tile}) must be larger than --tile-overlap ({overlap}) and the overlap >= 0')
     rows, cols = core_bounds(h, tile), core_bounds(w, tile)
     out, weight = None, torch.zeros(1, 1, h * scale, w * scale, dtype=torch.float32, device=x.device)
-    for y0, y1 in zip(rows[:-1], rows[1:]):
+    for y0, y1 in zip(rows[:-1], rows[1:], strict=False):
         ty, ty1 = max(y0 - overlap, 0) // align * align, min(y1 + overlap, h)
         wy = blend_ramp(y0, y1, ty, ty1, h, overlap, scale).to(x.device)
-        for x0, x1 in zip(cols[:-1], cols[1:]):
+        for x0, x1 in zip(cols[:-1], cols[1:], strict=False):
             tx, tx1 = max(x0 - overlap, 0) // align * align, min(x1 + overlap, w)
             wx = blend_ramp(x0, x1, tx, tx1, w, overlap, scale).to(x.device)
             with context((h, w), (ty, tx)) if context else nullcontext():
@@ -118,7 +118,7 @@ def tiled_forward(forward: Forward, x: Tensor, scale: int, tile: Optional[int], 
     return out / weight.clamp_min(1e-8)
 
 
-def num_tiles(h: int, w: int, tile: Optional[int]) -> int:
+def num_tiles(h: int, w: int, tile: int | None) -> int:
     """How many tiles :func:`tiled_forward` runs for an H x W image."""
     if tile is None or (h <= tile and w <= tile):
         return 1

@@ -9,8 +9,8 @@ never leaves a half-written data set; an existing complete build is kept (idempo
 """
 import os
 import shutil
+from collections.abc import Callable
 from os import path as osp
-from typing import Callable, Dict
 
 import numpy as np
 from skimage import data as skdata
@@ -20,13 +20,13 @@ from ddsr.data.lmdb_tools import bicubic_lr, folder_to_lmdb, modcrop, subimage_g
 DEMO_ROOT = osp.join('datasets', 'demo')
 SCALES = (2, 3, 4)
 CROP_SIZE, STEP = 96, 64
-TRAIN_PHOTOS: Dict[str, Callable[[], np.ndarray]] = {
+TRAIN_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
     'astronaut': skdata.astronaut,
     'rocket': skdata.rocket,
     'motorcycle': lambda: skdata.stereo_motorcycle()[0],
     'ihc': skdata.immunohistochemistry,
 }
-VAL_PHOTOS: Dict[str, Callable[[], np.ndarray]] = {'chelsea': skdata.chelsea, 'coffee': skdata.coffee}
+VAL_PHOTOS: dict[str, Callable[[], np.ndarray]] = {'chelsea': skdata.chelsea, 'coffee': skdata.coffee}
 _COMPLETE = '.complete'
 
 
@@ -34,7 +34,7 @@ def _bgr(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb[..., :3][..., ::-1])
 
 
-def _train_images() -> Dict[str, np.ndarray]:
+def _train_images() -> dict[str, np.ndarray]:
     images = {}
     for name, load in TRAIN_PHOTOS.items():
         img = _bgr(load())
@@ -44,12 +44,12 @@ def _train_images() -> Dict[str, np.ndarray]:
     return images
 
 
-def _val_images() -> Dict[str, np.ndarray]:
+def _val_images() -> dict[str, np.ndarray]:
     lcm = int(np.lcm.reduce(SCALES))
     return {name: modcrop(_bgr(load()), lcm) for name, load in VAL_PHOTOS.items()}
 
 
-def _write_split(split_dir: str, images: Dict[str, np.ndarray]) -> None:
+def _write_split(split_dir: str, images: dict[str, np.ndarray]) -> None:
     hr_dir = osp.join(split_dir, 'HR')
     os.makedirs(hr_dir)
     for scale in SCALES:

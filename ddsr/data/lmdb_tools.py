@@ -8,8 +8,8 @@ LR generated or read, optionally cut into sub-images), verifies them and renames
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from os import path as osp
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import lmdb
@@ -36,7 +36,7 @@ def bicubic_lr(hr: np.ndarray, scale: int) -> np.ndarray:
     return np.clip(np.round(lr * 255.), 0, 255).astype(np.uint8)
 
 
-def subimage_grid(h: int, w: int, crop_size: int, step: int, thresh_size: int = 0) -> Iterator[Tuple[int, int]]:
+def subimage_grid(h: int, w: int, crop_size: int, step: int, thresh_size: int = 0) -> Iterator[tuple[int, int]]:
     """Top-left corners of BasicSR's ``extract_subimages`` grid (the last row/column is kept if it leaves
     more than ``thresh_size`` pixels uncovered)."""
     h_space = list(range(0, h - crop_size + 1, step))
@@ -50,7 +50,7 @@ def subimage_grid(h: int, w: int, crop_size: int, step: int, thresh_size: int = 
             yield y, x
 
 
-def list_images(folder: str) -> List[str]:
+def list_images(folder: str) -> list[str]:
     """Sorted image file names (not paths) in ``folder``."""
     return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMG_EXTENSIONS))
 
@@ -61,7 +61,7 @@ def write_png(path: str, img: np.ndarray) -> None:
         raise OSError(f'could not write {path}')
 
 
-def folder_to_lmdb(folder: str, lmdb_path: str, names: Sequence[str] = None) -> List[str]:
+def folder_to_lmdb(folder: str, lmdb_path: str, names: Sequence[str] = None) -> list[str]:
     """Pack the images of ``folder`` (all, or ``names``) into an LMDB at ``lmdb_path``; returns the keys."""
     names = list(names) if names is not None else list_images(folder)
     keys = [osp.splitext(name)[0] for name in names]
@@ -82,14 +82,14 @@ def lmdb_key(name: str) -> str:
     return osp.splitext(name)[0].replace('.', '_')
 
 
-def write_lmdb(lmdb_path: str, items: Iterable[Tuple[str, np.ndarray]], compress_level: int = 1,
-               commit_every: int = 500) -> List[Tuple[str, Tuple[int, ...]]]:
+def write_lmdb(lmdb_path: str, items: Iterable[tuple[str, np.ndarray]], compress_level: int = 1,
+               commit_every: int = 500) -> list[tuple[str, tuple[int, ...]]]:
     """Write (key, BGR image) pairs as PNG bytes into a new LMDB in BasicSR's layout (``data.mdb``, ``lock.mdb``,
     ``meta_info.txt`` with ``<key>.png (h,w,c) <level>`` lines); the map grows as needed. Returns (key, shape)."""
     os.makedirs(lmdb_path)
     env = lmdb.open(lmdb_path, map_size=1 << 28)
-    written: List[Tuple[str, Tuple[int, ...]]] = []
-    pending: List[Tuple[bytes, bytes]] = []
+    written: list[tuple[str, tuple[int, ...]]] = []
+    pending: list[tuple[bytes, bytes]] = []
 
     def commit() -> None:
         while True:
@@ -121,7 +121,7 @@ def write_lmdb(lmdb_path: str, items: Iterable[Tuple[str, np.ndarray]], compress
     return written
 
 
-def read_meta_info(lmdb_path: str) -> List[Tuple[str, Tuple[int, ...]]]:
+def read_meta_info(lmdb_path: str) -> list[tuple[str, tuple[int, ...]]]:
     """(key, shape) of every line of an LMDB's ``meta_info.txt``."""
     entries = []
     with open(osp.join(lmdb_path, 'meta_info.txt')) as f:
@@ -132,7 +132,7 @@ def read_meta_info(lmdb_path: str) -> List[Tuple[str, Tuple[int, ...]]]:
     return entries
 
 
-def read_lmdb_images(lmdb_path: str) -> Iterator[Tuple[str, np.ndarray]]:
+def read_lmdb_images(lmdb_path: str) -> Iterator[tuple[str, np.ndarray]]:
     """(key, BGR uint8 image) of every entry in ``meta_info.txt`` order, read through BasicSR's LMDB backend."""
     client = FileClient('lmdb', db_paths=[lmdb_path])
     for key, _ in read_meta_info(lmdb_path):
@@ -146,13 +146,13 @@ def read_lmdb_images(lmdb_path: str) -> Iterator[Tuple[str, np.ndarray]]:
 
 TEST_SET_PRESETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109', 'DIV2K-valid')
 # BasicSR's scripts/data_preparation/extract_subimages.py settings for DIV2K (HR 480/240/0; LR divided by scale).
-PRESETS: Dict[str, Dict] = {
+PRESETS: dict[str, dict] = {
     **{name: dict(scales=(2, 3, 4), crop_size=None) for name in TEST_SET_PRESETS},
     'DIV2K-train': dict(scales=(2, 3, 4), crop_size=480, step=240, thresh_size=0),
 }
 
 
-def lmdb_targets(out: str, scales: Sequence[int]) -> Dict[Union[str, int], str]:
+def lmdb_targets(out: str, scales: Sequence[int]) -> dict[str | int, str]:
     """Output paths: ``{'HR': <out>/HR.lmdb, s: <out>/LR_bicubic_X<s>.lmdb}``."""
     return {'HR': osp.join(out, 'HR.lmdb'), **{s: osp.join(out, f'LR_bicubic_X{s}.lmdb') for s in scales}}
 
@@ -165,7 +165,7 @@ def _find_lr(folder: str, stem: str) -> str:
     raise DDSRError(f'no LR image for {stem} in {folder}')
 
 
-def _check_args(hr: str, scales: Sequence[int], lr_dirs: Dict[int, str], crop_size: Optional[int], step: int,
+def _check_args(hr: str, scales: Sequence[int], lr_dirs: dict[int, str], crop_size: int | None, step: int,
                 thresh_size: int) -> None:
     if not osp.isdir(hr):
         raise DDSRError(f'HR folder not found: {hr}')
@@ -181,8 +181,8 @@ def _check_args(hr: str, scales: Sequence[int], lr_dirs: Dict[int, str], crop_si
                 raise DDSRError(f'{what} {value} is not divisible by scale(s) {bad}')
 
 
-def _pair_items(hr_dir: str, names: Sequence[str], scale: Optional[int], lr_dir: Optional[str], mod: int,
-                crop_size: Optional[int], step: int, thresh_size: int) -> Iterator[Tuple[str, np.ndarray]]:
+def _pair_items(hr_dir: str, names: Sequence[str], scale: int | None, lr_dir: str | None, mod: int,
+                crop_size: int | None, step: int, thresh_size: int) -> Iterator[tuple[str, np.ndarray]]:
     """(key, image) of the HR set (``scale`` None) or of its x``scale`` LR, whole or as sub-images."""
     for name in names:
         key = lmdb_key(name)
@@ -204,10 +204,10 @@ def _pair_items(hr_dir: str, names: Sequence[str], scale: Optional[int], lr_dir:
             yield f'{key}_s{idx:03d}', np.ascontiguousarray(img[y:y + size, x:x + size])
 
 
-def verify_lmdbs(paths: Dict[Union[str, int], str]) -> List[Dict]:
+def verify_lmdbs(paths: dict[str | int, str]) -> list[dict]:
     """Read every LMDB back through BasicSR's LMDB backend; check counts, shapes against meta_info.txt, equal
     key sets, and LR shape x scale = HR shape. Returns one summary dict per LMDB."""
-    shapes: Dict[Union[str, int], Dict[str, Tuple[int, ...]]] = {}
+    shapes: dict[str | int, dict[str, tuple[int, ...]]] = {}
     summary = []
     for which, path in paths.items():
         meta = dict(read_meta_info(path))
@@ -237,10 +237,10 @@ def verify_lmdbs(paths: Dict[Union[str, int], str]) -> List[Dict]:
     return summary
 
 
-def make_lmdbs(hr: str, out: str, scales: Sequence[int] = (2, 3, 4), lr_dirs: Optional[Dict[int, str]] = None,
-               crop_size: Optional[int] = None, step: Optional[int] = None, thresh_size: int = 0,
-               mod: Optional[int] = None, overwrite: bool = False, compress_level: int = 1,
-               progress: bool = True) -> List[Dict]:
+def make_lmdbs(hr: str, out: str, scales: Sequence[int] = (2, 3, 4), lr_dirs: dict[int, str] | None = None,
+               crop_size: int | None = None, step: int | None = None, thresh_size: int = 0,
+               mod: int | None = None, overwrite: bool = False, compress_level: int = 1,
+               progress: bool = True) -> list[dict]:
     """Build ``<out>/HR.lmdb`` and ``<out>/LR_bicubic_X<s>.lmdb`` from the HR folder ``hr``.
 
     HR images are modcropped to ``mod`` (default: lcm of the scales, so one HR set serves every scale); LR is read
@@ -280,7 +280,7 @@ def make_lmdbs(hr: str, out: str, scales: Sequence[int] = (2, 3, 4), lr_dirs: Op
             if osp.exists(path):
                 shutil.rmtree(path)
             os.replace(tmp_paths[which], path)
-        for row, path in zip(summary, targets.values()):
+        for row, path in zip(summary, targets.values(), strict=False):
             row['path'] = path
         return summary
     finally:

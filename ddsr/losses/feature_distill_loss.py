@@ -6,7 +6,7 @@ they differ, and is compared to the teacher feature t_i (detached). The anchors 
 so that one YAML section describes the loss; the model records the features with
 :class:`ddsr.models.hooks.FeatureRecorder` and calls :meth:`build_adapters` once the widths are known.
 """
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +21,11 @@ class ChannelAdapters(nn.Module):
 
     def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int]):
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(cs, ct, 1) for cs, ct in zip(student_channels, teacher_channels))
+        pairs = zip(student_channels, teacher_channels, strict=False)
+        self.convs = nn.ModuleList(nn.Conv2d(cs, ct, 1) for cs, ct in pairs)
 
-    def forward(self, feats: List[torch.Tensor]) -> List[torch.Tensor]:
-        return [conv(f) for conv, f in zip(self.convs, feats)]
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [conv(f) for conv, f in zip(self.convs, feats, strict=False)]
 
 
 @LOSS_REGISTRY.register()
@@ -47,11 +48,11 @@ class FeatureDistillLoss(nn.Module):
                  student_anchors: Sequence[str],
                  teacher_anchors: Sequence[str],
                  loss_weight: float = 1.0,
-                 anchor_weights: Optional[Sequence[float]] = None,
+                 anchor_weights: Sequence[float] | None = None,
                  criterion: str = 'l1',
                  reduction: str = 'mean',
-                 student_channels: Optional[Sequence[int]] = None,
-                 teacher_channels: Optional[Sequence[int]] = None):
+                 student_channels: Sequence[int] | None = None,
+                 teacher_channels: Sequence[int] | None = None):
         super().__init__()
         if len(student_anchors) != len(teacher_anchors) or not student_anchors:
             raise ValueError(f'FeatureDistillLoss: student_anchors ({len(student_anchors)}) and teacher_anchors '
@@ -69,7 +70,7 @@ class FeatureDistillLoss(nn.Module):
         self.anchor_weights = list(anchor_weights) if anchor_weights is not None else [1.] * len(student_anchors)
         self.criterion = _CRITERIA[criterion]
         self.reduction = reduction
-        self.adapters: Optional[nn.Module] = None
+        self.adapters: nn.Module | None = None
         if student_channels is not None and teacher_channels is not None:
             self.build_adapters(student_channels, teacher_channels)
 
@@ -80,12 +81,12 @@ class FeatureDistillLoss(nn.Module):
         self.adapters = ChannelAdapters(student_channels, teacher_channels)
         return self.adapters
 
-    def forward(self, student_feats: List[torch.Tensor], teacher_feats: List[torch.Tensor]) -> torch.Tensor:
+    def forward(self, student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor]) -> torch.Tensor:
         if self.adapters is None:
             raise RuntimeError('FeatureDistillLoss: build_adapters() was not called')
         adapted = self.adapters(student_feats)
         total = 0
-        for weight, s, t in zip(self.anchor_weights, adapted, teacher_feats):
+        for weight, s, t in zip(self.anchor_weights, adapted, teacher_feats, strict=False):
             if s.shape[-2:] != t.shape[-2:]:
                 s = F.interpolate(s, size=t.shape[-2:], mode='bilinear', align_corners=False)
             total = total + weight * self.criterion(s, t.detach(), reduction=self.reduction)

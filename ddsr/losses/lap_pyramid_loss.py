@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-
 # Separable 1-D weights (exact binary fractions, so the scaling adds no rounding): G = BINOMIAL^T BINOMIAL;
 # reduce = G then 2x2 average pooling = [1,4,6,4,1] / 16 convolved with [1,1] / 2 per axis, taken at stride 2.
 _BINOMIAL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)

@@ -9,13 +9,12 @@ import os
 import shutil
 import tempfile
 from os import path as osp
-from typing import List, Tuple
 
 import cv2
 import lmdb
 import numpy as np
 import torch
-from basicsr.utils import img2tensor, imfrombytes, tensor2img
+from basicsr.utils import imfrombytes, img2tensor, tensor2img
 from torch import nn
 from tqdm import tqdm
 
@@ -23,7 +22,7 @@ from ddsr.data.lmdb_tools import folder_to_lmdb, list_images, write_png
 from ddsr.errors import DDSRError
 
 
-def _lr_items(lq: str) -> List[Tuple[str, callable]]:
+def _lr_items(lq: str) -> list[tuple[str, callable]]:
     """(output name, loader of the BGR float32 image) for every LR image of a folder or a BasicSR LMDB."""
     if lq.endswith('.lmdb'):
         meta = osp.join(lq, 'meta_info.txt')
@@ -49,7 +48,7 @@ def _lr_items(lq: str) -> List[Tuple[str, callable]]:
 
 @torch.no_grad()
 def make_enhanced_hr(net: nn.Module, lq: str, out: str, write_lmdb: bool = False, device: str = 'cpu',
-                     progress: bool = True) -> List[str]:
+                     progress: bool = True) -> list[str]:
     """Run ``net`` (eval) on every image of ``lq`` and write the outputs to the folder ``out`` (and to
     ``out + '.lmdb'`` when ``write_lmdb``). Returns the written file names."""
     out = out.rstrip('/\\')
@@ -69,7 +68,7 @@ def make_enhanced_hr(net: nn.Module, lq: str, out: str, write_lmdb: bool = False
             names.append(name)
         if write_lmdb:
             folder_to_lmdb(tmp_folder, osp.join(tmp, 'lmdb.lmdb'), names)
-        for target, built in zip(targets, (tmp_folder, osp.join(tmp, 'lmdb.lmdb'))):
+        for target, built in zip(targets, (tmp_folder, osp.join(tmp, 'lmdb.lmdb')), strict=False):
             if osp.exists(target):
                 shutil.rmtree(target)
             os.replace(built, target)

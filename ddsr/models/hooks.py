@@ -8,7 +8,7 @@ those modules, in the order of ``paths``, as (B, C, H, W) tensors:
   (B, C, H, W) with the ``x_size`` the layer received.
 """
 import difflib
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ from torch import nn
 from ddsr.errors import DDSRError
 
 
-def resolve_modules(net: nn.Module, paths: Sequence[str], label: str = 'network') -> List[nn.Module]:
+def resolve_modules(net: nn.Module, paths: Sequence[str], label: str = 'network') -> list[nn.Module]:
     """The submodules of ``net`` at ``paths``; an unknown path is a DDSRError listing close valid names."""
     named = dict(net.named_modules())
     modules = []
@@ -58,7 +58,7 @@ class FeatureRecorder:
     def __init__(self, net: nn.Module, paths: Sequence[str], label: str = 'network'):
         self.paths = list(paths)
         self.modules = resolve_modules(net, self.paths, label)
-        self.features: List[torch.Tensor] = [None] * len(self.paths)
+        self.features: list[torch.Tensor] = [None] * len(self.paths)
         self._handles = []
 
     def _hook(self, index: int):
@@ -77,6 +77,6 @@ class FeatureRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        missing = [p for p, f in zip(self.paths, self.features) if f is None]
+        missing = [p for p, f in zip(self.paths, self.features, strict=False) if f is None]
         if missing and exc[0] is None:
             raise DDSRError(f'feature anchors never ran in the forward pass: {", ".join(missing)}')

@@ -21,7 +21,6 @@ current learning rates. Every checkpoint is self-describing: ``{'params'[, 'para
 import copy
 import json
 import os.path as osp
-from typing import Dict, List, Optional
 
 import torch
 from basicsr.data import build_dataloader, build_dataset
@@ -45,7 +44,7 @@ class IterativePruner:
         train_opt (dict): A copy of the ``train`` section taken before BasicSR consumed it (optim_g, scheduler).
     """
 
-    def __init__(self, model, prune_opt: Dict, train_opt: Dict) -> None:
+    def __init__(self, model, prune_opt: dict, train_opt: dict) -> None:
         self.model = model
         self.train_opt = train_opt
         self.opt = {**DEFAULTS, **prune_opt}
@@ -125,7 +124,7 @@ class IterativePruner:
                                f'{pruned.mid_channels} (ratio {self.ratio}, L2 filter norm)')
         self._swap(pruned)
 
-    def _record(self, step: int, current_iter: int) -> Dict:
+    def _record(self, step: int, current_iter: int) -> dict:
         """Measure the PSNR of the current network, log it, append it to the history, write the step checkpoint."""
         psnr = self.validate()
         base = psnr if step == 0 else self.state['history'][0]['psnr']
@@ -156,7 +155,7 @@ class IterativePruner:
             setattr(self.model, key, value)
         return float(sum(values) / len(values))
 
-    def _save(self, step: int, filename: str, entry: Dict) -> None:
+    def _save(self, step: int, filename: str, entry: dict) -> None:
         if self.model.opt['rank'] != 0:
             return
         ckpt = self.model.checkpoint_dict()
@@ -177,7 +176,7 @@ class IterativePruner:
         self._swap(net.to(self.model.device), ckpt.get('params_ema'))
         self._write_history()
 
-    def _swap(self, net: torch.nn.Module, ema_params: Optional[Dict] = None) -> None:
+    def _swap(self, net: torch.nn.Module, ema_params: dict | None = None) -> None:
         """Make ``net`` the trained network; rebuild EMA, optimizers and schedulers (position and lr kept)."""
         model = self.model
         model.opt['network_g'] = net.config()
@@ -187,15 +186,15 @@ class IterativePruner:
             model.net_g_ema = copy.deepcopy(net).to(model.device).eval()
             if ema_params is not None:
                 model.net_g_ema.load_state_dict(ema_params, strict=True)
-        lrs: List[List[float]] = [[g['lr'] for g in o.param_groups] for o in model.optimizers]
+        lrs: list[list[float]] = [[g['lr'] for g in o.param_groups] for o in model.optimizers]
         sched_states = [s.state_dict() for s in model.schedulers]
         model.optimizers, model.schedulers = [], []
         for key in ('optim_g', 'scheduler'):
             model.opt['train'][key] = copy.deepcopy(self.train_opt[key])
         model.setup_optimizers()
         model.setup_schedulers()
-        for sched, state in zip(model.schedulers, sched_states):
+        for sched, state in zip(model.schedulers, sched_states, strict=False):
             sched.load_state_dict(state)
-        for optim, group_lrs in zip(model.optimizers, lrs):
-            for group, lr in zip(optim.param_groups, group_lrs):
+        for optim, group_lrs in zip(model.optimizers, lrs, strict=False):
+            for group, lr in zip(optim.param_groups, group_lrs, strict=False):
                 group['lr'] = lr

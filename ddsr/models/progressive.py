@@ -14,7 +14,7 @@ YAML (under ``train``)::
       batch_size: [32, 16, 8, 4]       # optional, one per stage, each <= batch_size_per_gpu
 """
 import bisect
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import torch
 
@@ -71,10 +71,10 @@ class ProgressiveSchedule:
         """Stage index at (1-based) iteration ``current_iter``."""
         return bisect.bisect_right(self.milestones, current_iter - 1)
 
-    def describe(self, stage: int) -> Tuple[int, Optional[int]]:
+    def describe(self, stage: int) -> tuple[int, int | None]:
         return self.gt_size[stage], self.batch_size[stage] if self.batch_size else None
 
-    def crop(self, batch: Dict[str, torch.Tensor], stage: int, scale: int) -> Dict[str, torch.Tensor]:
+    def crop(self, batch: dict[str, torch.Tensor], stage: int, scale: int) -> dict[str, torch.Tensor]:
         """Crop lq (LR) and every HR-sized tensor of ``batch`` to the stage's size at one random position."""
         gt_size, batch_size = self.describe(stage)
         lq = batch['lq']

@@ -36,7 +36,6 @@ always loaded strictly (ddsr's preflight checks the checkpoint against that same
 import copy
 import json
 import os.path as osp
-from typing import Dict
 
 import matplotlib
 from basicsr.models.sr_model import SRModel
@@ -61,7 +60,7 @@ SELF_DESCRIBING = ('iterative', 'finetune')  # modes whose net_g checkpoints car
 class PruneSRModel(SRModel):
     """SRModel + proximal L1 sparsity / iterative filter pruning, sparsity report, self-describing checkpoints."""
 
-    def __init__(self, opt: Dict):
+    def __init__(self, opt: dict):
         self.prune_opt = {'mode': 'proximal', 'lambda': 1e-4, **(opt.get('prune') or {})}
         self.mode = self.prune_opt['mode']
         if self.mode not in MODES:
@@ -91,10 +90,10 @@ class PruneSRModel(SRModel):
         if self.pruner is not None:
             self.pruner.after_step(current_iter)
 
-    def density(self) -> Dict[str, float]:
+    def density(self) -> dict[str, float]:
         return density_by_group(self.get_bare_model(self.net_g))
 
-    def checkpoint_dict(self) -> Dict:
+    def checkpoint_dict(self) -> dict:
         """``{'params'[, 'params_ema'], 'arch'}`` of the current network (CPU tensors)."""
         nets = {'params': self.net_g}
         if hasattr(self, 'net_g_ema'):
