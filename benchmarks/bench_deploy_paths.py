@@ -1,7 +1,7 @@
 """CPU latency of the inference paths of each deploy network, as ratios to plain eager (``torch.no_grad``).
 
 Paths: ``eager`` (no_grad, NCHW), ``inference_mode``, ``inference_mode + channels_last``, ``onnxruntime``
-(exported by ``ddsr.compress.export``), optionally ``torch.compile`` (``--compile``; slow to build on CPU).
+(exported by ``ddsr.deploy.export``), optionally ``torch.compile`` (``--compile``; slow to build on CPU).
 Networks: DDistillSR (deploy; also with the dynamic BNs folded), DIPNet (deploy), EDSRmini, SwinIRmini, at x4,
 official weights when present (timings do not depend on the values), a natural LR image (scikit-image photo).
 Each cell: median of ``--runs`` timed forwards after one warm-up, paths interleaved per run (the machine is shared
@@ -18,24 +18,25 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pretrained import pretrained_dir
 from torch import nn
 
 import ddsr  # noqa: F401  (compat + registration: before anything imports basicsr)
-from ddsr.compress.export import export_onnx, natural_image
-from ddsr.compress.inference import onnx_upscaler, to_deploy
+from ddsr.checkpoint import load_state
+from ddsr.deploy.export import export_onnx, natural_image
+from ddsr.deploy.inference import onnx_upscaler, to_deploy
 from ddsr.errors import DDSRError
 
 from basicsr.utils.registry import ARCH_REGISTRY  # isort: skip  (needs the compat patches of ddsr)
 
-PRETRAINED = Path(__file__).resolve().parents[1].parent / 'shared' / 'pretrained'
+PRETRAINED = pretrained_dir()
 
 
 def networks() -> dict[str, nn.Module]:
     nets = {}
     ddistill = ARCH_REGISTRY.get('DDistillSR')(deploy=True)
     if (PRETRAINED / 'DDistill-SRx4_inference.pth').is_file():
-        ddistill.load_state_dict(torch.load(PRETRAINED / 'DDistill-SRx4_inference.pth', map_location='cpu',
-                                            weights_only=True))
+        ddistill.load_state_dict(load_state(PRETRAINED / 'DDistill-SRx4_inference.pth'))
     nets['DDistillSR'] = to_deploy(ddistill)
     folded = ARCH_REGISTRY.get('DDistillSR')(deploy=True)
     folded.load_state_dict(ddistill.state_dict())
@@ -43,8 +44,7 @@ def networks() -> dict[str, nn.Module]:
     nets['DDistillSR fold_bn'] = folded
     dipnet = ARCH_REGISTRY.get('DIPNet')()
     if (PRETRAINED / 'DIPNet_x4.pth').is_file():
-        state = torch.load(PRETRAINED / 'DIPNet_x4.pth', map_location='cpu', weights_only=True)
-        dipnet.load_state_dict(state.get('params', state))
+        dipnet.load_state_dict(load_state(PRETRAINED / 'DIPNet_x4.pth'))
     nets['DIPNet'] = to_deploy(dipnet)
     nets['EDSRmini'] = ARCH_REGISTRY.get('EDSRmini')(upscale=4).eval()
     nets['SwinIRmini'] = ARCH_REGISTRY.get('SwinIRmini')(upscale=4).eval()

@@ -2,7 +2,8 @@
 
 Steps (CPU, demo data, every training a real ``basicsr train`` run):
 
-1. Teacher. With ``../shared/pretrained/`` present (``--teacher auto``, the realistic KD setting): the official
+1. Teacher. With ``DDistill-SRx4_inference.pth`` in the pretrained folder (``$DDSR_PRETRAINED_DIR``, default
+   ``experiments/pretrained_models/``) (``--teacher auto``, the realistic KD setting): the official
    DDistill-SR x4 weights (trained on DF2K). Without it (or ``--teacher train``): a larger BasicSR EDSR trained
    here for ``--teacher-iters`` iterations. The output says which.
 2. Enhanced HR: ``ddsr make-enhanced-hr`` runs the teacher once over the training LR set (offline targets).
@@ -34,12 +35,13 @@ from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr
 from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.matlab_functions import imresize
+from pretrained import pretrained_dir
 
 import ddsr  # noqa: F401  (compat + registration)
-from ddsr.bench.models import load_weights
+from ddsr.checkpoint import load_weights
 
 REPO = Path(__file__).resolve().parents[1]
-PRETRAINED = REPO.parent / 'shared' / 'pretrained' / 'DDistill-SRx4_inference.pth'
+PRETRAINED = pretrained_dir() / 'DDistill-SRx4_inference.pth'
 PRETRAINED_TEACHER = {'type': 'DDistillSR', 'num_feat': 56, 'dyn_dim': 16, 'upscale': 4, 'deploy': True}
 TRAINED_TEACHER = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 8, 'upscale': 4,
                    'img_range': 1.0}
@@ -134,7 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--iters', type=int, default=500, help='student iterations (both runs)')
     parser.add_argument('--teacher', choices=('auto', 'train'), default='auto',
-                        help='auto: pretrained DDistill-SR x4 when ../shared/pretrained exists, else train one')
+                        help='auto: pretrained DDistill-SR x4 when the pretrained folder has it, else train one')
     parser.add_argument('--teacher-iters', type=int, default=3000, help='iterations of a trained teacher')
     parser.add_argument('--kd-loss', choices=sorted(KD_LOSSES) + ['both'], default='both',
                         help='lap: L_dis(S,T) + 0.1 L1(S,HR) (Jiang et al.); enhanced: L1(S,T) + 0.1 L1(S,HR) '

@@ -22,6 +22,7 @@ from os import path as osp
 import ddsr  # noqa: F401  (compat + registration before basicsr's pipelines are imported)
 from ddsr import commands
 from ddsr.errors import DDSRError
+from ddsr.guards import RunState
 
 PHASES = ('train', 'test')
 USAGE = 'usage: basicsr {train,test} -opt OPTION.yml [--launcher {none,pytorch,slurm}] [--auto_resume] ' \
@@ -55,9 +56,9 @@ SETUP_ERRORS = (KeyError, TypeError, ValueError, AttributeError, AssertionError,
                 ZeroDivisionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
-def _guarded(func, *args, setup_label: str | None = None) -> int:
-    """``func(*args)`` with the exit-code contract of the module docstring."""
-    from ddsr.compat import PIPELINE
+def _guarded(func, *args, setup_label: str | None = None, state: RunState | None = None) -> int:
+    """``func(*args)`` with the exit-code contract of the module docstring (``state``: the run's stage decides
+    whether an exception raised while BasicSR sets the run up is reported as a bad option)."""
     try:
         return func(*args)
     except DDSRError as err:
@@ -66,7 +67,7 @@ def _guarded(func, *args, setup_label: str | None = None) -> int:
         print('interrupted', file=sys.stderr, flush=True)
         return 130
     except SETUP_ERRORS as err:
-        if setup_label is None or PIPELINE['stage'] != 'setup':
+        if setup_label is None or state is None or state.stage != 'setup':
             return _unexpected(err)
         if os.environ.get('DDSR_TRACEBACK'):
             traceback.print_exc()
@@ -94,36 +95,49 @@ def _has_saves(folder: str) -> bool:
     return False
 
 
+def _ensure_demo_data(path: str, opt: dict, root: str) -> None:
+    """Build the embedded demo data set when the option file points into it and it is not there yet."""
+    from ddsr.checks.data import is_demo_path, option_paths
+    from ddsr.data.demo import DEMO_ROOT, build_demo_data
+    missing = [value for _, value in option_paths(path, opt) if not osp.exists(osp.join(root, osp.expanduser(value)))]
+    if any(is_demo_path(value, root) for value in missing):
+        print(f'Building the demo data set in {DEMO_ROOT} (first use, a few seconds)...', flush=True)
+        build_demo_data(osp.join(root, DEMO_ROOT))
+
+
 def run_pipeline(phase: str, args: list[str]) -> int:
     """Run BasicSR's train or test pipeline on ``args`` (BasicSR's own flags) with the cwd as root."""
-    from ddsr.compat import PIPELINE, reset_basicsr_logger
-    from ddsr.preflight import ARCHIVE_FLAG, check_options, option_path
+    from ddsr import guards
+    from ddsr.checks import check_options, read_options
+    from ddsr.checks.structure import ARCHIVE_FLAG
+    from ddsr.compat import reset_basicsr_logger
+    from ddsr.option_file import option_path
     args = [arg.replace('--local-rank', '--local_rank') for arg in args]  # torch.distributed.launch spelling
     root = os.getcwd()
-    new_outputs = []
+    new_outputs: list[str] = []
+    state = guards.RunState(stage='setup')
 
     def pipeline() -> int:
-        opt = check_options(phase, args, root)
+        path, opt = read_options(args)
+        _ensure_demo_data(path, opt, root)
+        check_options(phase, args, root, opt)
         new_outputs.extend(folder for folder in _outputs(phase, opt, args, root) if not osp.exists(folder))
         sys.argv = [f'basicsr {phase}'] + [arg for arg in args if arg != ARCHIVE_FLAG]
         reset_basicsr_logger()  # a new log file per run, also for several runs in one process
-        if phase == 'train':
-            from basicsr.train import train_pipeline
-            train_pipeline(root)
-        else:
-            from basicsr.test import test_pipeline
-            test_pipeline(root)
+        with guards.installed(state):
+            if phase == 'train':
+                from basicsr.train import train_pipeline
+                train_pipeline(root)
+            else:
+                from basicsr.test import test_pipeline
+                test_pipeline(root)
         return 0
 
-    PIPELINE['stage'] = 'setup'
     try:
         label = option_path(args)
     except SystemExit:  # no -opt: check_options reports it (argparse usage line)
         label = None
-    try:
-        code = _guarded(pipeline, setup_label=label)
-    finally:
-        PIPELINE['stage'] = None
+    code = _guarded(pipeline, setup_label=label, state=state)
     if code != 0:  # nothing half-written: remove the folders this run created, unless it saved something
         for folder in new_outputs:
             if osp.isdir(folder) and not _has_saves(folder):

@@ -1,7 +1,7 @@
 """Every patch ddsr applies to basicsr 1.4.2 on today's stack, in one place.
 
 `import ddsr` calls :func:`apply` before anything imports basicsr. Each fix is small, idempotent and
-documented here (see also DESIGN.md section 4):
+documented here:
 
 1. ``torchvision.transforms.functional_tensor`` was removed in torchvision 0.17; basicsr 1.4.2 imports
    ``rgb_to_grayscale`` from it. We alias the module to its private successor.
@@ -19,35 +19,28 @@ documented here (see also DESIGN.md section 4):
    ``os.replace``): a kill at any moment leaves the previous or the new file, never a truncated one.
 8. Registration is idempotent for the same class (re-import, reload); a different class under an existing
    name still raises as in BasicSR. Unknown names raise :class:`ddsr.errors.UnknownTypeError` listing close names.
-9. NaN/Inf guard: every model built by ``basicsr train`` stops at the first non-finite loss or gradient, after
-   saving the last good training state (see :func:`install_nonfinite_guard`).
-10. Datasets built by BasicSR's pipelines raise :class:`ddsr.errors.DDSRError` naming the sample's files when a
-    sample cannot be loaded (corrupt or truncated image, patch larger than the image), instead of a traceback.
+
+Features that act on a run (NaN/Inf guard, unreadable samples) are not patches: they live in :mod:`ddsr.guards`
+and are installed by the command line for the duration of one run.
 """
 import collections
-import copy
 import difflib
-import functools
 import glob
 import os
 import sys
-import tempfile
 import types
 import warnings
 from os import path as osp
 
 import torch
 
-from ddsr.errors import DDSRError, NonFiniteLossError, UnknownTypeError
+from ddsr.checkpoint import atomic_save, load_training_state
+from ddsr.errors import UnknownTypeError
 
 # Networks that must never be redirected to the student's checkpoints on resume.
 FROZEN_NETWORKS = ('network_t', )
 
 _APPLIED = False
-_TRAIN_EPOCH = {'epoch': 0}
-# 'setup' while a ``basicsr train|test`` run builds datasets and models from the options, 'training' from the first
-# optimize_parameters on (set by ddsr.cli and the model guard; the CLI reports set-up failures as bad options).
-PIPELINE = {'stage': None}  # the epoch BasicSR's train loop is in (recorded by EnlargedSampler.set_epoch)
 
 
 def _alias_functional_tensor() -> None:
@@ -112,11 +105,6 @@ def find_resume_state(state_dir: str) -> str | None:
     return None
 
 
-def load_training_state(path: str, device) -> dict:
-    """Load a BasicSR training state safely (``weights_only``) onto ``device``."""
-    return torch.load(path, map_location=device, weights_only=True)
-
-
 def check_resume(opt: dict, resume_iter: int) -> None:
     """BasicSR's ``check_resume`` that leaves frozen networks (teacher) and their param keys alone."""
     from basicsr.utils.misc import check_resume as basicsr_check_resume
@@ -150,222 +138,12 @@ def load_resume_state(opt: dict) -> dict | None:
     return resume_state
 
 
-def atomic_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX)."""
-    if not isinstance(path, (str, os.PathLike)):
-        return torch.save(obj, path)
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 class _TorchWithAtomicSave(types.ModuleType):
     """Stands in for ``torch`` inside ``basicsr.models.base_model`` so its ``torch.save`` calls are atomic."""
     save = staticmethod(atomic_save)
 
     def __getattr__(self, name):
         return getattr(torch, name)
-
-
-# ---- 9. NaN/Inf guard ----
-
-
-class _NonFiniteStep(Exception):
-    """Raised inside ``optimizer.step`` (before it changes anything) when a gradient is NaN/Inf."""
-
-
-def _grads_finite(optimizer: torch.optim.Optimizer) -> bool:
-    grads = [p.grad for group in optimizer.param_groups for p in group['params'] if p.grad is not None]
-    if not grads:
-        return True
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads, float('inf')))).all())
-
-
-def _is_finite(value) -> bool:
-    if isinstance(value, torch.Tensor):
-        return bool(torch.isfinite(value).all())
-    try:
-        return bool(abs(float(value)) < float('inf'))  # False for nan and inf
-    except (TypeError, ValueError):
-        return True
-
-
-def install_nonfinite_guard(model) -> None:
-    """Stop training at the first NaN/Inf loss or gradient of ``model`` (any BasicSR model), saving a state first.
-
-    How it works (nothing here changes a finite run):
-
-    - every ``optimizer.step`` of ``model.optimizers`` first checks that all gradients are finite; if not it
-      raises before touching the weights, the optimizer moments or the EMA (which updates after the step);
-    - ``update_learning_rate`` snapshots the schedulers (and the optimizers' lr) before stepping them, so they
-      can be put back to where iteration N-1 left them;
-    - after ``optimize_parameters`` the logged losses (``log_dict``) are checked too.
-
-    Which state is saved: when the gradients of iteration N are non-finite, the step is refused, the schedulers
-    are restored, and ``model.save(epoch, N - 1)`` writes ``models/net_*_{N-1}.pth`` and
-    ``training_states/{N-1}.state``: exactly the state a periodic save at iteration N-1 would have written (the
-    last good one). When only a logged loss is non-finite (the weights were stepped with finite gradients and are
-    still finite), the state of iteration N is saved; if the weights are no longer finite, nothing is saved and
-    the previous periodic state is the last good one. Then :class:`ddsr.errors.NonFiniteLossError` names the
-    iteration and the saved state; the command line prints it and exits with code 2.
-
-    How to resume: ``basicsr train -opt X.yml --auto_resume`` picks the newest state, i.e. the last good one.
-    Without a change the run will most likely diverge again at the same point: lower ``train.optim_g.lr``
-    (or add warm-up / gradient clipping in the model), check the data, then resume. A model with several
-    optimizers (GANs) that fails at its second optimizer has already stepped the first network at iteration N.
-    """
-    if getattr(model, '_ddsr_nonfinite_guard', False):
-        return
-    model._ddsr_nonfinite_guard = True
-    snapshot = {}
-
-    original_update_lr = model.update_learning_rate
-    original_optimize = model.optimize_parameters
-
-    def update_learning_rate(*args, **kwargs):
-        snapshot['schedulers'] = [copy.deepcopy(s.state_dict()) for s in model.schedulers]
-        snapshot['lrs'] = [[group['lr'] for group in o.param_groups] for o in model.optimizers]
-        return original_update_lr(*args, **kwargs)
-
-    def optimize_parameters(current_iter, *args, **kwargs):
-        PIPELINE['stage'] = 'training'
-        for optimizer in getattr(model, 'optimizers', []):  # every call: models may rebuild their optimizers
-            _guard_step(optimizer)
-        try:
-            original_optimize(current_iter, *args, **kwargs)
-        except _NonFiniteStep:
-            _stop_nonfinite(model, current_iter, snapshot, stepped=False)
-        bad = {k: v for k, v in (getattr(model, 'log_dict', None) or {}).items() if not _is_finite(v)}
-        if bad:
-            _stop_nonfinite(model, current_iter, snapshot, stepped=True, losses=bad)
-
-    model.update_learning_rate = update_learning_rate
-    model.optimize_parameters = optimize_parameters
-
-
-def _guard_step(optimizer: torch.optim.Optimizer) -> None:
-    """Make ``optimizer.step`` refuse to run on NaN/Inf gradients (raises :class:`_NonFiniteStep`); idempotent."""
-    original_step = optimizer.step
-    if getattr(original_step, '_ddsr_finite_guard', False):
-        return
-
-    @functools.wraps(original_step)  # keeps the LR scheduler's ``_wrapped_by_lr_sched`` mark
-    def step(*args, **kwargs):
-        if not _grads_finite(optimizer):
-            raise _NonFiniteStep()
-        return original_step(*args, **kwargs)
-
-    step._ddsr_finite_guard = True
-    optimizer.step = step
-
-
-def _stop_nonfinite(model, current_iter: int, snapshot: dict, stepped: bool, losses: dict | None = None) -> None:
-    from basicsr.utils import get_root_logger
-    output = getattr(model, 'output', None)
-    if losses:
-        what = 'loss ' + ', '.join(f'{k}={float(v)}' for k, v in losses.items())
-    else:
-        bad_output = isinstance(output, torch.Tensor) and not bool(torch.isfinite(output).all())
-        what = 'loss/gradient' + (' (the network output has NaN/Inf)' if bad_output else '')
-    good = current_iter
-    if not stepped:
-        good = current_iter - 1
-        for sched, state in zip(model.schedulers, snapshot.get('schedulers', []), strict=False):
-            sched.load_state_dict(state)
-        for optimizer, lrs in zip(model.optimizers, snapshot.get('lrs', []), strict=False):
-            for group, lr in zip(optimizer.param_groups, lrs, strict=False):
-                group['lr'] = lr
-    else:
-        nets = [net for net in vars(model).values() if isinstance(net, torch.nn.Module)]
-        if not all(bool(torch.isfinite(p).all()) for net in nets for p in net.parameters()):
-            good = 0
-    states = model.opt['path'].get('training_states', 'training_states')
-    if good >= 1:
-        get_root_logger().info(f'Non-finite {what} at iteration {current_iter}: saving the state of iteration {good}.')
-        model.save(_TRAIN_EPOCH['epoch'], good)
-        saved = (f'saved the last good state, iteration {good}: {osp.join(states, f"{good}.state")} (+ models/net_*_'
-                 f'{good}.pth); resume from it with --auto_resume after lowering the learning rate or checking the '
-                 f'data')
-    else:
-        found = find_resume_state(states) if osp.isdir(states) else None
-        saved = (f'no good state to save (the weights are not finite or nothing was trained yet); the last good one is '
-                 f'{found} (--auto_resume uses it)' if found else 'no good state to save and no earlier state exists')
-    raise NonFiniteLossError(f'non-finite {what} at iteration {current_iter}: training stopped; {saved}')
-
-
-def _record_epoch(set_epoch):
-
-    def wrapper(self, epoch):
-        _TRAIN_EPOCH['epoch'] = epoch
-        return set_epoch(self, epoch)
-
-    wrapper._ddsr_wrapped = True
-    return wrapper
-
-
-def _build_model_with_guard(build_model):
-
-    def build(opt):
-        model = build_model(opt)
-        if opt.get('is_train'):
-            install_nonfinite_guard(model)
-        return model
-
-    return build
-
-
-# ---- 10. dataset samples that cannot be loaded ----
-
-
-def _sample_files(dataset, index) -> str:
-    paths = getattr(dataset, 'paths', None)
-    try:
-        entry = paths[index % len(paths)]
-    except (TypeError, IndexError, KeyError, ZeroDivisionError):
-        return f'sample {index}'
-    if isinstance(entry, dict):
-        return ', '.join(f'{k} {v}' for k, v in entry.items())
-    return str(entry)
-
-
-def _guarded_getitem(getitem):
-
-    def __getitem__(self, index):
-        try:
-            return getitem(self, index)
-        except DDSRError:
-            raise
-        except Exception as err:  # noqa: B902  (decoding, cropping, augmentation: all point at the files)
-            opt = getattr(self, 'opt', None) or {}
-            where = f"datasets.{opt.get('phase', '?')} ({opt.get('name', type(self).__name__)})"
-            hint = ' (unreadable or truncated image?)' if isinstance(err, AttributeError) else ''
-            raise DDSRError(f'{where}: cannot load {_sample_files(self, index)}: {type(err).__name__}: '
-                            f'{" ".join(str(err).split())[:300]}{hint}') from None
-
-    __getitem__._ddsr_wrapped = True
-    return __getitem__
-
-
-def _build_dataset_guarded(build_dataset):
-
-    def build(dataset_opt):
-        dataset = build_dataset(dataset_opt)
-        cls = type(dataset)
-        if not getattr(cls.__getitem__, '_ddsr_wrapped', False):
-            cls.__getitem__ = _guarded_getitem(cls.__getitem__)
-        return dataset
-
-    return build
 
 
 def _init_dist_pytorch(backend: str = 'nccl', **kwargs) -> None:
@@ -391,23 +169,11 @@ def _model_to_device(self, net):
 
 
 def _patch_basicsr_modules() -> None:
-    import basicsr.data
     import basicsr.models.base_model as base_model
-    import basicsr.test
     import basicsr.train
     import basicsr.utils.dist_util
-    from basicsr.data.data_sampler import EnlargedSampler
     from basicsr.models.base_model import BaseModel
     base_model.torch = _TorchWithAtomicSave('torch')
-    if not getattr(EnlargedSampler.set_epoch, '_ddsr_wrapped', False):
-        EnlargedSampler.set_epoch = _record_epoch(EnlargedSampler.set_epoch)
-    if not hasattr(basicsr.train.build_model, '__wrapped_build__'):
-        basicsr.train.build_model = _build_model_with_guard(basicsr.train.build_model)
-        basicsr.train.build_model.__wrapped_build__ = True
-    for module in (basicsr.data, basicsr.train, basicsr.test):
-        if not hasattr(module.build_dataset, '__wrapped_build__'):
-            module.build_dataset = _build_dataset_guarded(module.build_dataset)
-            module.build_dataset.__wrapped_build__ = True
     basicsr.train.load_resume_state = load_resume_state
     basicsr.utils.dist_util._init_dist_pytorch = _init_dist_pytorch
     BaseModel.model_to_device = _model_to_device

@@ -15,7 +15,7 @@ from basicsr.archs.edsr_arch import EDSR
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from ddsr import compat
+from ddsr import checkpoint
 from tests.conftest import REPO_ROOT, load_yaml, run_cli_inprocess, write_options
 
 BAD_INPUTS = {'tried': 0, 'passed': 0}
@@ -297,7 +297,7 @@ def test_nan_loss_stops_with_iteration_and_saves_last_good_state(workdir, model_
     exp = workdir / 'experiments' / 'nan'
     states = exp / 'training_states'
     assert sorted(p.name for p in states.glob('*.state')) == ['3.state', '4.state']
-    good, periodic = (compat.load_training_state(str(states / f'{i}.state'), 'cpu') for i in (4, 3))
+    good, periodic = (checkpoint.load_training_state(str(states / f'{i}.state'), 'cpu') for i in (4, 3))
     assert good['iter'] == 4 and good['schedulers'][0]['last_epoch'] == periodic['schedulers'][0]['last_epoch'] + 1
     assert good['optimizers'][0]['param_groups'][0]['lr'] == pytest.approx(5e-4)
     weights = torch.load(exp / 'models' / 'net_g_4.pth', weights_only=True)['params']
@@ -306,7 +306,7 @@ def test_nan_loss_stops_with_iteration_and_saves_last_good_state(workdir, model_
     rc, _, err = run_cli_inprocess(train(workdir, opt, '--auto_resume', '--force_yml', 'train:pixel_opt:at=1000',
                                          'train:total_iter=6'), workdir)
     assert rc == 0, err[-3000:]
-    assert compat.load_training_state(str(states / '6.state'), 'cpu')['iter'] == 6
+    assert checkpoint.load_training_state(str(states / '6.state'), 'cpu')['iter'] == 6
     BAD_INPUTS['passed'] += 1
 
 
@@ -351,8 +351,9 @@ def test_resume_of_a_gpu_state_on_cpu_continues_schedule_and_ema(workdir):
     assert rc == 0, err[-3000:]
     log = '\n'.join(p.read_text() for p in (workdir / 'experiments' / 'parts').glob('train_*.log'))
     assert 'Resuming training from epoch: 0, iter: 4' in log
-    whole = compat.load_training_state(str(workdir / 'experiments' / 'whole' / 'training_states' / '6.state'), 'cpu')
-    parts = compat.load_training_state(str(states / '6.state'), 'cpu')
+    whole_states = workdir / 'experiments' / 'whole' / 'training_states'
+    whole = checkpoint.load_training_state(str(whole_states / '6.state'), 'cpu')
+    parts = checkpoint.load_training_state(str(states / '6.state'), 'cpu')
     for key in ('last_epoch', 'base_lrs', '_last_lr', 'milestones'):
         assert parts['schedulers'][0][key] == whole['schedulers'][0][key], key
     assert parts['optimizers'][0]['param_groups'][0]['lr'] == pytest.approx(2.5e-4)

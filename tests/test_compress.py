@@ -8,7 +8,8 @@ from basicsr.archs.edsr_arch import EDSR
 from ddsr.archs.edsrmini_arch import EDSRmini
 from ddsr.archs.swinirmini_arch import SwinIRmini
 from ddsr.bench.efficiency import count_macs_activations, count_params
-from ddsr.compress.compact import build, compress_state
+from ddsr.checkpoint import build_network as build
+from ddsr.compress.compact import compress_state
 from ddsr.compress.importance import density_by_group
 from tests.conftest import load_yaml, run_cli
 

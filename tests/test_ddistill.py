@@ -15,7 +15,7 @@ from ddsr.archs.dbb import DiverseBranchBlock, IdentityConv1x1
 from ddsr.archs.ddistill_arch import DDistillSR
 from ddsr.archs.reparam import switch_to_deploy
 from ddsr.cli import main as cli_main
-from ddsr.compress.deploy import convert_checkpoint
+from ddsr.deploy.convert import convert_checkpoint
 
 SHARED = Path(__file__).resolve().parents[2] / 'shared'
 PRETRAINED = SHARED / 'pretrained' / 'DDistill-SRx4_inference.pth'

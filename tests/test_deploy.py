@@ -11,8 +11,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from ddsr.cli import ddsr_main
 from ddsr.commands.upscale import build_upscaler
-from ddsr.compress.export import export_onnx, natural_image, stored_mask_sizes
-from ddsr.compress.inference import auto_upscaler, load_checkpoint_network, onnx_upscaler, to_deploy, torch_upscaler
+from ddsr.deploy.export import export_onnx, natural_image, stored_mask_sizes
+from ddsr.deploy.inference import auto_upscaler, load_checkpoint_network, onnx_upscaler, to_deploy, torch_upscaler
 from tests.conftest import PRETRAINED
 
 DIPNET = PRETRAINED / 'DIPNet_x4.pth'

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from ddsr import compat
+from ddsr import checkpoint
 from tests.conftest import REPO_ROOT, load_yaml, run_cli, run_cli_inprocess, write_options
 
 KILLS = 6  # SIGKILLs of the training process, each at a random moment while it writes checkpoints every iteration
@@ -18,7 +18,7 @@ ONE_THREAD = {'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}  # tiny nets: ~100
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     path = tmp_path / 'net.pth'
-    compat.atomic_save({'params': {'w': torch.ones(3)}}, str(path))
+    checkpoint.atomic_save({'params': {'w': torch.ones(3)}}, str(path))
     before = path.read_bytes()
 
     def broken_save(obj, f, *args, **kwargs):
@@ -27,14 +27,14 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
 
     monkeypatch.setattr(torch, 'save', broken_save)
     with pytest.raises(OSError):
-        compat.atomic_save({'params': {'w': torch.zeros(3)}}, str(path))
+        checkpoint.atomic_save({'params': {'w': torch.zeros(3)}}, str(path))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ['net.pth']
 
 
 def test_basicsr_model_saves_go_through_atomic_save():
     import basicsr.models.base_model as base_model
-    assert base_model.torch.save is compat.atomic_save
+    assert base_model.torch.save is checkpoint.atomic_save
     assert base_model.torch.load is torch.load
 
 
@@ -83,7 +83,7 @@ def test_sigkill_during_checkpoint_writing_then_auto_resume(workdir):
     assert logs.count('Resuming training from epoch') >= 4
     assert (exp / 'models' / 'net_g_latest.pth').is_file() and (states_dir / f'{finish}.state').is_file()
     for state in states_dir.glob('*.state'):  # every state on disk is complete
-        assert compat.load_training_state(str(state), 'cpu')['iter'] == int(state.stem)
+        assert checkpoint.load_training_state(str(state), 'cpu')['iter'] == int(state.stem)
     assert not list((workdir / 'experiments').glob('killed_archived_*'))
     print(f'\nkill points: {kills} tried, {logs.count("Resuming training from epoch")} resumed '
           f'({kills} passed); {len(list(states_dir.glob("*.state")))} complete states on disk')

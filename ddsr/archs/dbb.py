@@ -66,6 +66,19 @@ class IdentityConv1x1(nn.Conv2d):
         return F.conv2d(x, self.kernel())
 
 
+def _weight(module: nn.Module | Tensor) -> Tensor:
+    """The weight of a conv sub-module (typed access for the fusion code)."""
+    assert isinstance(module, nn.Conv2d)
+    return module.weight
+
+
+def _bn(module: nn.Module | Tensor) -> nn.BatchNorm2d:
+    """The BatchNorm2d of a branch stage: the module itself, or the ``bn`` inside a :class:`BNAndPad`."""
+    bn = module.bn if isinstance(module, BNAndPad) else module
+    assert isinstance(bn, nn.BatchNorm2d)
+    return bn
+
+
 def _conv_bn(in_ch: int, out_ch: int, kernel_size: int) -> nn.Sequential:
     conv = nn.Conv2d(in_ch, out_ch, kernel_size, 1, kernel_size // 2, bias=False)
     return nn.Sequential(OrderedDict(conv=conv, bn=nn.BatchNorm2d(out_ch)))
@@ -120,14 +133,17 @@ class DiverseBranchBlock(Reparameterizable):
     def equivalent_kernel_bias(self) -> KernelBias:
         """(kernel, bias) of the single kxk conv equal to the four branches (eval-mode BN statistics)."""
         k = self.kernel_size
-        origin = fuse_bn(self.dbb_origin.conv.weight, None, self.dbb_origin.bn)
-        one = fuse_bn(self.dbb_1x1.conv.weight, None, self.dbb_1x1.bn)
+        origin = fuse_bn(_weight(self.dbb_origin.conv), None, _bn(self.dbb_origin.bn))
+        one = fuse_bn(_weight(self.dbb_1x1.conv), None, _bn(self.dbb_1x1.bn))
         avg = self.dbb_avg
-        avg_second = fuse_bn(avg_pool_kernel(avg.avgbn.num_features, k, like=avg.conv.weight), None, avg.avgbn)
-        avg_branch = merge_1x1_kxk(fuse_bn(avg.conv.weight, None, avg.bn.bn), avg_second)
+        avgbn = _bn(avg.avgbn)
+        avg_second = fuse_bn(avg_pool_kernel(avgbn.num_features, k, like=_weight(avg.conv)), None, avgbn)
+        avg_branch = merge_1x1_kxk(fuse_bn(_weight(avg.conv), None, _bn(avg.bn)), avg_second)
         seq = self.dbb_1x1_kxk
+        idconv = seq.idconv1
+        assert isinstance(idconv, IdentityConv1x1)
         seq_branch = merge_1x1_kxk(
-            fuse_bn(seq.idconv1.kernel(), None, seq.bn1.bn), fuse_bn(seq.conv2.weight, None, seq.bn2))
+            fuse_bn(idconv.kernel(), None, _bn(seq.bn1)), fuse_bn(_weight(seq.conv2), None, _bn(seq.bn2)))
         return sum_branches([origin, one, avg_branch, seq_branch])
 
     def switch_to_deploy(self) -> None:

@@ -17,9 +17,10 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ddsr.archs.capabilities import ESA_REQUIREMENTS, SizeRequirements
 from ddsr.archs.dbb import DiverseBranchBlock
 from ddsr.archs.esa_upsample import ESA_STRIDE, upsample_coarse
-from ddsr.archs.reparam import Reparameterizable, fuse_bn, make_fused_conv
+from ddsr.archs.reparam import Reparameterizable, fuse_bn, make_fused_conv, running_stats
 
 
 def hard_sigmoid(x: Tensor) -> Tensor:
@@ -80,7 +81,9 @@ class DynamicBranch(nn.Module):
         if self.folded:
             eye = torch.eye(self.dim, dtype=phi.dtype, device=phi.device)
             mix = torch.matmul(self.p.weight.flatten(1), phi + eye)  # (b, C_out, d)
-            res = torch.baddbmm(self.p.bias.view(1, -1, 1), mix, self.q(x).flatten(2))
+            bias = self.p.bias
+            assert bias is not None  # the folded p is biased
+            res = torch.baddbmm(bias.view(1, -1, 1), mix, self.q(x).flatten(2))
             return scale, res.view(b, -1, h, w)
         q = self.bn1(self.q(x)).flatten(2)
         q = self.bn2(torch.matmul(phi, q)) + q
@@ -92,9 +95,10 @@ class DynamicBranch(nn.Module):
         if self.folded:
             return
         self.q = make_fused_conv(*fuse_bn(self.q.weight, None, self.bn1))
-        std = (self.bn2.running_var + self.bn2.eps).sqrt()
+        mean, var = running_stats(self.bn2)
+        std = (var + self.bn2.eps).sqrt()
         gain = self.bn2.weight / std
-        shift = self.bn2.bias - self.bn2.running_mean * gain
+        shift = self.bn2.bias - mean * gain
         self.fc_phi.weight.mul_(gain.repeat_interleave(self.dim).unsqueeze(1))  # row i of Phi scaled by gain_i
         self.p = make_fused_conv(self.p.weight, self.p.weight.flatten(1) @ shift)
         del self.bn1, self.bn2
@@ -120,7 +124,7 @@ class DynamicDBB(DiverseBranchBlock):
         self.dy_branch = DynamicBranch(in_ch, out_ch, dyn_dim, fold_bn)
         self._modules = {'dy_branch': self._modules.pop('dy_branch'), **self._modules}  # released key order
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]  # also returns D(x)
         scale, res = self.dy_branch(x)
         return scale * super().forward(x) + res, res
 
@@ -292,6 +296,15 @@ class DDistillSR(Reparameterizable):
             if isinstance(module, DynamicBranch):
                 module.fold_bn()
         self.fold_bn = True
+
+    @property
+    def is_deployed(self) -> bool:
+        """Fused form (``dbb_reparam``): built with ``deploy=True`` or converted by :meth:`switch_to_deploy`."""
+        return self.deploy
+
+    def size_requirements(self) -> SizeRequirements:
+        """ESA's: LR sides >= 15 px, tile origins on the stride-6 coarse grid (:mod:`ddsr.archs.capabilities`)."""
+        return ESA_REQUIREMENTS
 
     def config(self) -> dict:
         """Self-describing config ``{'type': 'DDistillSR', **kwargs}`` that rebuilds this network's form."""

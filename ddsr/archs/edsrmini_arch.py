@@ -5,12 +5,15 @@ State-dict keys equal BasicSR's ``EDSR`` (conv_first, body.i.conv1/conv2, conv_a
 conv_last), so teacher weights carry over by slicing (ddsr.compress.edsr_compress).
 ``res_scale`` has BasicSR's meaning: a block returns ``x + res_scale * conv2(relu(conv1(x)))``.
 """
+import copy
 from collections.abc import Sequence
 
 from basicsr.archs.arch_util import ResidualBlockNoBN
 from basicsr.archs.edsr_arch import EDSR
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
+
+from ddsr.archs.capabilities import ANY_SIZE, SizeRequirements
 
 
 def upsample_stages(upscale: int) -> int:
@@ -70,6 +73,12 @@ class EDSRmini(EDSR):
                  block_channels: Sequence[int] | None = None,
                  upsample_channels: Sequence[int] | None = None):
         super().__init__(num_in_ch, num_out_ch, num_feat, num_block, upscale, res_scale, img_range, rgb_mean)
+        self.kwargs = dict(num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=num_block,
+                           upscale=upscale, res_scale=res_scale, img_range=img_range, rgb_mean=list(rgb_mean))
+        if block_channels is not None:
+            self.kwargs['block_channels'] = [int(c) for c in block_channels]
+        if upsample_channels is not None:
+            self.kwargs['upsample_channels'] = [int(c) for c in upsample_channels]
         if block_channels is not None:
             if len(block_channels) != num_block:
                 raise ValueError(f'block_channels has {len(block_channels)} entries, num_block is {num_block}')
@@ -79,3 +88,14 @@ class EDSRmini(EDSR):
                 raise ValueError(f'upsample_channels needs {upsample_stages(upscale)} entries for x{upscale}')
             self.upsample = pruned_upsample(upscale, num_feat, upsample_channels)
             self.conv_last = nn.Conv2d(upsample_channels[-1], num_out_ch, 3, 1, 1)
+
+    is_deployed = True  # a single form (plain convs): nothing to fuse
+
+    def size_requirements(self) -> SizeRequirements:
+        """Convolutions only: any input size, any tile origin."""
+        return ANY_SIZE
+
+    def config(self) -> dict:
+        """Self-describing config ``{'type': 'EDSRmini', **kwargs}`` that rebuilds this network (pruned widths
+        included)."""
+        return {'type': 'EDSRmini', **copy.deepcopy(self.kwargs)}

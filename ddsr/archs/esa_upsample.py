@@ -6,7 +6,7 @@ and the coarse map is resized bilinearly (``align_corners=False``) back to the i
 samples coarse row ``(i + 0.5) * h / H - 0.5`` with ``h`` = :func:`coarse_size` ``(H)``. Both the grid and the
 resize ratio ``h / H`` depend on the whole image, so a tile run on its own gets a different attention map.
 
-Under :func:`tile_geometry` (set by :func:`ddsr.compress.tiling.tiled_forward` around each tile whose origin is a
+Under :func:`tile_geometry` (set by :func:`ddsr.deploy.tiling.tiled_forward` around each tile whose origin is a
 multiple of :data:`ESA_STRIDE`), :func:`upsample_coarse` samples the tile's coarse map at the positions that the
 whole image's resize would use, so the tile computes the whole-image attention wherever its coarse cells saw
 enough context. Without a geometry it is ``F.interpolate`` itself (training, whole-image inference, ONNX export).
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ESA_STRIDE = 6  # stride-2 conv then stride-3 max-pool
+ESA_MIN_INPUT = 15  # smallest input side with one coarse cell: (15 - 3) // 2 + 1 = 7 = the max-pool window
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def tile_geometry(full_size: Sequence[int], origin: Sequence[int]) -> Iterator[N
     """Run the ESA modules of a network as parts of the ``full_size`` image, for the tile at ``origin``."""
     if any(o % ESA_STRIDE for o in origin):
         raise ValueError(f'tile origin {tuple(origin)} must be a multiple of {ESA_STRIDE} (the ESA grid)')
-    token = _GEOMETRY.set(TileGeometry(tuple(full_size), tuple(origin)))
+    token = _GEOMETRY.set(TileGeometry((int(full_size[0]), int(full_size[1])), (int(origin[0]), int(origin[1]))))
     try:
         yield
     finally:

@@ -10,6 +10,7 @@ The transforms are those of the Diverse Branch Block (Ding et al., CVPR 2021, se
 - average pooling as a fixed kxk kernel; identity as a centred one-hot kernel; 1x1 zero-padded to kxk.
 - parallel branches: sum of kernels and biases (after padding to a common size).
 """
+import functools
 from collections.abc import Iterable
 
 import torch
@@ -19,17 +20,27 @@ from torch.nn import functional as F
 KernelBias = tuple[Tensor, Tensor]
 
 
+def running_stats(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
+    """``(running_mean, running_var)`` of a BatchNorm; ValueError for one that tracks none (cannot be folded)."""
+    mean, var = bn.running_mean, bn.running_var
+    if mean is None or var is None:
+        raise ValueError(f'{bn}: no running statistics (track_running_stats=False), cannot be folded')
+    return mean, var
+
+
 def fuse_bn(kernel: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> KernelBias:
     """Fold an eval-mode BatchNorm that follows a conv (``kernel``, optional ``bias``) into the conv."""
-    std = (bn.running_var + bn.eps).sqrt()
+    mean, var = running_stats(bn)
+    std = (var + bn.eps).sqrt()
     scale = bn.weight / std
-    conv_bias = bias if bias is not None else torch.zeros_like(bn.running_mean)
-    return kernel * scale.reshape(-1, 1, 1, 1), bn.bias + (conv_bias - bn.running_mean) * scale
+    conv_bias = bias if bias is not None else torch.zeros_like(mean)
+    return kernel * scale.reshape(-1, 1, 1, 1), bn.bias + (conv_bias - mean) * scale
 
 
 def bn_zero_response(bn: nn.BatchNorm2d) -> Tensor:
     """BN output for a zero input: the value a 'BN then pad' layer pads with (keeps fusion exact at borders)."""
-    return bn.bias - bn.running_mean * bn.weight / (bn.running_var + bn.eps).sqrt()
+    mean, var = running_stats(bn)
+    return bn.bias - mean * bn.weight / (var + bn.eps).sqrt()
 
 
 def merge_1x1_kxk(first: KernelBias, second: KernelBias) -> KernelBias:
@@ -80,8 +91,8 @@ def sum_branches(branches: Iterable[KernelBias]) -> KernelBias:
     """Parallel branches (same stride and centred padding) summed into one kernel and bias."""
     branches = list(branches)
     size = max(k.shape[-1] for k, _ in branches)
-    kernel = sum(pad_to(k, size) for k, _ in branches)
-    bias = sum(b for _, b in branches)
+    kernel = functools.reduce(torch.add, [pad_to(k, size) for k, _ in branches])  # k1 + k2 + ..., in order
+    bias = functools.reduce(torch.add, [b for _, b in branches])
     return kernel, bias
 
 
@@ -98,7 +109,7 @@ def make_fused_conv(kernel: Tensor, bias: Tensor | None, stride: int = 1, paddin
     conv = nn.Conv2d(in_per_group * groups, out_ch, k, stride, k // 2 if padding is None else padding, dilation,
                      groups, bias=bias is not None)
     conv.weight.data.copy_(kernel.detach())
-    if bias is not None:
+    if bias is not None and conv.bias is not None:
         conv.bias.data.copy_(bias.detach())
     return conv.to(kernel.device)
 

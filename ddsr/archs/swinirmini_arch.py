@@ -6,6 +6,7 @@ State-dict keys equal BasicSR's ``SwinIR`` (layers.i.residual_group.blocks.j.att
 over by slicing (ddsr.compress.swinir_compress). Unlike BasicSR's SwinIR, the forward pads the input to a multiple
 of the window size (reflect) and crops the output, so any input size works.
 """
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -14,12 +15,16 @@ from basicsr.archs.swinir_arch import Mlp, SwinIR, WindowAttention
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from ddsr.archs.capabilities import SizeRequirements
+
 
 class PrunedWindowAttention(WindowAttention):
     """W-MSA with ``num_heads`` heads of ``head_dim`` channels each (heads * head_dim may differ from ``dim``).
 
     attn = softmax(scale * q k^T + B_rel (+ shift mask)) v, per head; qkv: dim -> 3*heads*head_dim, proj back to dim.
     """
+
+    relative_position_bias_table: nn.Parameter
 
     def __init__(self, dim: int, window_size, num_heads: int, head_dim: int, qkv_bias: bool = True,
                  qk_scale: float | None = None, attn_drop: float = 0., proj_drop: float = 0.):
@@ -87,9 +92,16 @@ class SwinIRmini(SwinIR):
                          num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio, upscale=upscale,
                          img_range=img_range, upsampler=upsampler, resi_connection=resi_connection, **kwargs)
         self.window_size = window_size
+        self.kwargs = dict(upscale=upscale, in_chans=in_chans, img_size=img_size, window_size=window_size,
+                           img_range=img_range, embed_dim=embed_dim, depths=list(depths), num_heads=list(num_heads),
+                           mlp_ratio=mlp_ratio, upsampler=upsampler, resi_connection=resi_connection, **kwargs)
+        if head_dim is not None:
+            self.kwargs['head_dim'] = head_dim
         for name, table in (('layer_heads', layer_heads), ('layer_mlp_hidden', layer_mlp_hidden)):
             if table is not None and [len(row) for row in table] != list(depths):
                 raise ValueError(f'{name} must have one entry per block: row lengths {list(depths)}')
+            if table is not None:
+                self.kwargs[name] = [[int(v) for v in row] for row in table]
         if head_dim is not None or layer_heads is not None:
             self._init_heads(num_heads, head_dim, layer_heads, kwargs.get('qk_scale'))
         if layer_mlp_hidden is not None:
@@ -116,3 +128,15 @@ class SwinIRmini(SwinIR):
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode='reflect' if ph < h and pw < w else 'replicate')
         return super().forward(x)[..., :h * self.upscale, :w * self.upscale]
+
+    is_deployed = True  # a single form: nothing to fuse
+
+    def size_requirements(self) -> SizeRequirements:
+        """Any size (the forward pads to the window itself), but ``multiple`` = the window: padding outside keeps
+        exported ONNX graphs (traced without the pad) right at every size."""
+        return SizeRequirements(min_size=1, multiple=self.window_size, grid=1)
+
+    def config(self) -> dict:
+        """Self-describing config ``{'type': 'SwinIRmini', **kwargs}`` that rebuilds this network (pruned heads
+        and MLP widths included)."""
+        return {'type': 'SwinIRmini', **copy.deepcopy(self.kwargs)}

@@ -27,6 +27,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from ddsr.archs.reparam import switch_to_deploy
+
 CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
 
 
@@ -156,7 +158,7 @@ def forms(net: nn.Module) -> list[tuple[str, nn.Module]]:
     if getattr(net, 'deploy', False):
         return [('deploy', net)]
     deployed = copy.deepcopy(net).eval()
-    deployed.switch_to_deploy()
+    switch_to_deploy(deployed)
     return [('train', net), ('deploy', deployed)]
 
 
@@ -168,9 +170,10 @@ def benchmark(net: nn.Module, name: str, form: str = '-', input_size: tuple[int,
     dev = torch.device(device)
     net = net.eval().to(dev)
     in_ch = next(m for m in net.modules() if isinstance(m, CONV_TYPES)).in_channels
-    macs, acts, convs = count_macs_activations(net, tuple(count_size), in_ch)
+    count_hw, input_hw = (int(count_size[0]), int(count_size[1])), (int(input_size[0]), int(input_size[1]))
+    macs, acts, convs = count_macs_activations(net, count_hw, in_ch)
     row = Efficiency(name=name, form=form, params=count_params(net), macs=macs, activations=acts, convs=convs,
-                     input_size=tuple(input_size), device=str(dev))
+                     input_size=input_hw, device=str(dev))
     x = torch.rand(1, in_ch, *input_size, device=dev)
     if memory:
         row.memory_mb = measure_memory(net, x)

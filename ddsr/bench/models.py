@@ -6,15 +6,14 @@ Sources: a BasicSR option file (``network_g``, ``path.pretrain_network_g``, ``pa
 ``deploy_pretrain`` is a checkpoint of the deploy form (e.g. an official reparameterized release): the network is
 built as given (train form, for the efficiency table) and quality is measured on its deploy form with these weights.
 """
-import copy
 from dataclasses import dataclass, field
 from os import path as osp
 
-import torch
 import yaml
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from ddsr import checkpoint
+from ddsr.archs.reparam import switch_to_deploy
 from ddsr.errors import DDSRError, UnknownTypeError
 
 
@@ -36,20 +35,20 @@ class ModelSpec:
 
 
 def is_registered(arch_type: str) -> bool:
+    from basicsr.utils.registry import ARCH_REGISTRY
     return arch_type in ARCH_REGISTRY
 
 
 def build_network(spec: ModelSpec) -> nn.Module:
-    """Instantiate ``spec.network`` from the ARCH registry and load ``spec.weights`` (if any)."""
-    cfg = copy.deepcopy(spec.network)
-    arch_type = cfg.pop('type', None)
+    """Instantiate ``spec.network`` and load ``spec.weights`` (if any), in eval mode."""
+    arch_type = spec.network.get('type')
     if arch_type is None:
         raise DDSRError(f'{spec.name}: network has no "type"')
     if not is_registered(arch_type):
         raise UnknownTypeError(f'{spec.name}: network type {arch_type!r} is not registered')
-    net = ARCH_REGISTRY.get(arch_type)(**cfg)
+    net = checkpoint.build_network(spec.network)
     if spec.weights:
-        load_weights(net, spec.weights, spec.param_key, spec.strict)
+        checkpoint.load_weights(net, spec.weights, spec.param_key, spec.strict, label=spec.name)
     return net.eval()
 
 
@@ -60,26 +59,9 @@ def build_for_quality(spec: ModelSpec) -> nn.Module:
         if not hasattr(net, 'switch_to_deploy'):
             raise DDSRError(f'{spec.name}: deploy_pretrain given but {spec.network["type"]} has no deploy form')
         if not getattr(net, 'deploy', False):
-            net.switch_to_deploy()
-        load_weights(net, spec.deploy_weights, spec.param_key, spec.strict)
+            switch_to_deploy(net)
+        checkpoint.load_weights(net, spec.deploy_weights, spec.param_key, spec.strict, label=spec.name)
     return net.eval()
-
-
-def load_weights(net: nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> nn.Module:
-    """Load a BasicSR checkpoint (``param_key``, else ``params_ema``/``params``) or a plain state_dict."""
-    if not osp.isfile(path):
-        raise DDSRError(f'weights not found: {path}')
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    for key in (param_key, 'params_ema', 'params'):
-        if key and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
-    try:
-        net.load_state_dict(state, strict=strict)
-    except RuntimeError as err:
-        raise DDSRError(f'{path} does not fit the network: {" ".join(str(err).split())[:300]}') from err
-    return net
 
 
 def spec_from_option_file(path: str) -> ModelSpec:

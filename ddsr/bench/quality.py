@@ -12,8 +12,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ddsr.archs.esa_upsample import grid_stride, tile_geometry
-from ddsr.compress import tiling
-from ddsr.data.lmdb_tools import list_images, read_image
+from ddsr.data.image_io import list_images, read_image
+from ddsr.data.lmdb_tools import read_meta_info
+from ddsr.deploy import tiling
 from ddsr.errors import DDSRError
 
 
@@ -42,13 +43,16 @@ class PairedSet:
         if self.gt.endswith('.lmdb') != self.lq.endswith('.lmdb'):
             raise DDSRError(f'test set {self.name}: GT and LQ must both be LMDBs or both folders')
         if self.gt.endswith('.lmdb'):
-            keys = _meta_keys(self.gt)
-            if set(keys) != set(_meta_keys(self.lq)):
+            keys = _lmdb_keys(self.gt)
+            if set(keys) != set(_lmdb_keys(self.lq)):
                 raise DDSRError(f'test set {self.name}: keys of {self.gt} and {self.lq} differ')
-            client = FileClient('lmdb', db_paths=[self.gt, self.lq], client_keys=['gt', 'lq']) if load else None
+            if not load:
+                yield from ((key, None) for key in keys)
+                return
+            client = FileClient('lmdb', db_paths=[self.gt, self.lq], client_keys=['gt', 'lq'])
             for key in keys:
-                yield key, ((imfrombytes(client.get(key, 'gt'), float32=False),
-                             imfrombytes(client.get(key, 'lq'), float32=False)) if load else None)
+                yield key, (imfrombytes(client.get(key, 'gt'), float32=False),
+                            imfrombytes(client.get(key, 'lq'), float32=False))
             return
         lq_by_stem = {osp.splitext(n)[0]: n for n in list_images(self.lq)}
         for name in list_images(self.gt):
@@ -59,14 +63,9 @@ class PairedSet:
                          if load else None)
 
 
-def _meta_keys(lmdb_path: str) -> list[str]:
-    with open(osp.join(lmdb_path, 'meta_info.txt')) as f:
-        return [line.split('.')[0] for line in f if line.strip()]
-
-
 def tiled_forward(net: nn.Module, x: torch.Tensor, scale: int, tile: int, tile_pad: int = 16) -> torch.Tensor:
     """``net(x)`` on ``tile`` x ``tile`` LR tiles reading ``tile_pad`` px of context per side, seams blended
-    (:func:`ddsr.compress.tiling.tiled_forward`; ESA nets tile on their grid), so large images fit in memory; exact
+    (:func:`ddsr.deploy.tiling.tiled_forward`; ESA nets tile on their grid), so large images fit in memory; exact
     when ``tile_pad / 2`` covers the receptive field."""
     align = grid_stride(net)
     return tiling.tiled_forward(net, x, scale, tile, tile_pad, align=align,
@@ -105,3 +104,7 @@ def evaluate(net: nn.Module, test_set: PairedSet, scale: int, device: str = 'cpu
     if not psnrs:
         raise DDSRError(f'test set {test_set.name} is empty')
     return dict(set=test_set.name, images=len(psnrs), psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)))
+
+
+def _lmdb_keys(lmdb_path: str) -> list[str]:
+    return [key for key, _ in read_meta_info(lmdb_path, 'test set')]

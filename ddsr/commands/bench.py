@@ -16,9 +16,19 @@ from ddsr.bench.models import (
 )
 from ddsr.bench.quality import PairedSet, evaluate
 from ddsr.bench.report import EFFICIENCY_COLUMNS, columns_for, format_table, plot_quality_cost, write_csv_json
-from ddsr.commands import arch_from_args
+from ddsr.checkpoint import load_file
+from ddsr.checks.networks import check_network
+from ddsr.commands import (
+    add_arch,
+    add_arch_kwargs,
+    add_device,
+    add_output,
+    add_tiles,
+    add_weights,
+    arch_from_args,
+)
 from ddsr.errors import DDSRError
-from ddsr.preflight import check_network, load_options, read_checkpoint
+from ddsr.option_file import load_options
 
 NAME = 'bench'
 HELP = 'benchmark networks: `efficiency` (params, MACs, activations, runtime, memory) or `quality` (Y-PSNR/SSIM)'
@@ -30,9 +40,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group('models (any combination)')
     group.add_argument('-opt', action='append', default=[], metavar='OPTION.yml',
                        help='BasicSR option file: network_g (+ path.pretrain_network_g); repeatable')
-    group.add_argument('--arch', help='registered arch type, e.g. EDSR')
-    group.add_argument('--arch-kwargs', default='{}', metavar='JSON', help='constructor kwargs of --arch')
-    group.add_argument('--weights', help='checkpoint for --arch (BasicSR params/params_ema or plain state_dict)')
+    add_arch(group, 'registered arch type, e.g. EDSR')
+    add_arch_kwargs(group)
+    add_weights(group, 'checkpoint for --arch (BasicSR params/params_ema or plain state_dict)')
     group.add_argument('--name', help='display name for --arch (default: the type)')
     group.add_argument('--models', metavar='LIST.yml', help='model list (e.g. benchmarks/compare_lightweight.yml)')
     group = parser.add_argument_group('test sets')
@@ -41,9 +51,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--data-root', help='folder of make-lmdb outputs: <root>/<set>/HR.lmdb, LR_bicubic_X<s>.lmdb')
     group.add_argument('--sets', nargs='+', default=[], help='set names under --data-root (e.g. Set5 Set14)')
     group.add_argument('--scale', type=int, help='upscale factor (default: from the option file / network)')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='cpu or cuda')
+    add_device(parser)
     parser.add_argument('--threads', type=int, help='torch CPU threads')
-    parser.add_argument('--out', help='folder for CSV/JSON/Markdown (+ PNG plot)')
+    add_output(parser, 'folder for CSV/JSON/Markdown (+ PNG plot)')
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
 
 
@@ -60,8 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     eff.add_argument('--no-memory', action='store_true', help='skip the peak memory measurement')
     qual = sub.add_parser('quality', help='Y-PSNR / SSIM (border = scale) of models on paired LMDB/folder sets')
     _add_model_args(qual)
-    qual.add_argument('--tile', type=int, help='tiled inference with LR tiles of this size')
-    qual.add_argument('--tile-pad', type=int, default=16, help='LR context read per tile side, blended (default 16)')
+    add_tiles(qual)
 
 
 def _checked(spec: ModelSpec) -> ModelSpec:
@@ -69,7 +78,7 @@ def _checked(spec: ModelSpec) -> ModelSpec:
     check_network(spec.network, f'{spec.name}: network')
     for weights in (spec.weights, spec.deploy_weights):
         if weights and osp.isfile(weights):
-            read_checkpoint(weights, spec.name)
+            load_file(weights, spec.name)
     return spec
 
 
@@ -87,8 +96,8 @@ def collect_specs(args: argparse.Namespace) -> list[ModelSpec]:
     if args.models:
         load_options(args.models)  # exists and parses (one error line otherwise)
     specs = [_spec_from_options(path) for path in args.opt]
-    if args.arch:
-        network = arch_from_args(args.arch, args.arch_kwargs)
+    network = arch_from_args(args)
+    if network:
         if args.weights and not osp.isfile(args.weights):
             raise DDSRError(f'--weights not found: {args.weights}')
         specs.append(_checked(ModelSpec(name=args.name or args.arch, network=network, weights=args.weights)))
@@ -123,7 +132,7 @@ def collect_sets(args: argparse.Namespace, scale: int) -> list[PairedSet]:
 
 
 def _quality(specs: list[ModelSpec], args: argparse.Namespace, tile: int | None = None,
-             tile_pad: int = 16) -> list[dict]:
+             overlap: int = 16) -> list[dict]:
     rows = []
     for spec in specs:
         sets = collect_sets(args, spec.upscale)
@@ -131,7 +140,7 @@ def _quality(specs: list[ModelSpec], args: argparse.Namespace, tile: int | None 
             raise DDSRError('no test set given (use --dataset GT LQ or --data-root DIR --sets NAMES)')
         net = build_for_quality(spec)
         for test_set in sets:
-            res = evaluate(net, test_set, spec.upscale, args.device, tile, tile_pad, progress=not args.quiet,
+            res = evaluate(net, test_set, spec.upscale, args.device, tile, overlap, progress=not args.quiet,
                            desc=f'{spec.name} {test_set.name}')
             rows.append(dict(name=spec.name, **res))
     return rows
@@ -155,14 +164,14 @@ def run_efficiency(args: argparse.Namespace) -> int:
                     row[f'psnr_{qrow["set"]}'], row[f'ssim_{qrow["set"]}'] = qrow['psnr'], qrow['ssim']
     columns = columns_for(rows, EFFICIENCY_COLUMNS)
     print(format_table(rows, columns))
-    if args.out:
-        written = write_csv_json(rows, osp.join(args.out, 'efficiency'))
-        with open(osp.join(args.out, 'efficiency.md'), 'w') as f:
+    if args.output:
+        written = write_csv_json(rows, osp.join(args.output, 'efficiency'))
+        with open(osp.join(args.output, 'efficiency.md'), 'w') as f:
             f.write(format_table(rows, columns, markdown=True) + '\n')
-        written.append(osp.join(args.out, 'efficiency.md'))
+        written.append(osp.join(args.output, 'efficiency.md'))
         for key in [k for k, _, _ in columns if k.startswith('psnr_')]:
             title = f'{key} (Y) vs cost; runtime at {args.size[0]}x{args.size[1]} LR on {args.device}'
-            plot = plot_quality_cost(rows, key, osp.join(args.out, f'{key}_vs_cost.png'), title=title)
+            plot = plot_quality_cost(rows, key, osp.join(args.output, f'{key}_vs_cost.png'), title=title)
             written += [plot] if plot else []
         print('wrote ' + ', '.join(written))
     return 0
@@ -170,10 +179,10 @@ def run_efficiency(args: argparse.Namespace) -> int:
 
 def run_quality(args: argparse.Namespace) -> int:
     specs = collect_specs(args)
-    rows = _quality(specs, args, args.tile, args.tile_pad)
+    rows = _quality(specs, args, args.tile, args.tile_overlap)
     print(format_table(rows, QUALITY_COLUMNS))
-    if args.out:
-        written = write_csv_json(rows, osp.join(args.out, 'quality'))
+    if args.output:
+        written = write_csv_json(rows, osp.join(args.output, 'quality'))
         print('wrote ' + ', '.join(written))
     return 0
 

@@ -2,7 +2,7 @@
 import argparse
 
 from ddsr.commands.upscale import add_network_arguments, build_network_from_args
-from ddsr.compress.export import export_checkpoint, export_onnx, onnx_max_diff
+from ddsr.deploy.export import export_checkpoint, export_onnx, onnx_max_diff
 from ddsr.errors import DDSRError
 
 NAME = 'export'

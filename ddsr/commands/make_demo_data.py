@@ -2,6 +2,7 @@
 import argparse
 import os
 
+from ddsr.commands import add_output
 from ddsr.data.demo import DEMO_ROOT, build_demo_data, is_built
 from ddsr.errors import DDSRError
 
@@ -10,19 +11,19 @@ HELP = 'build the small demo data set (train/val, x2/x3/x4, folders + LMDB) from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('-o', '--out', default=DEMO_ROOT, help=f'output folder (default: {DEMO_ROOT})')
+    add_output(parser, f'output folder (default: {DEMO_ROOT})', default=DEMO_ROOT)
     parser.add_argument('--force', action='store_true', help='rebuild even if a complete build exists')
 
 
 def run(args: argparse.Namespace) -> int:
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise DDSRError(f'-o {args.out} is a file: give a folder')
-    if os.path.isdir(args.out) and os.listdir(args.out) and not is_built(args.out):
-        raise DDSRError(f'-o {args.out} is a non-empty folder that is not a demo data set; it is never replaced: '
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise DDSRError(f'-o {args.output} is a file: give a folder')
+    if os.path.isdir(args.output) and os.listdir(args.output) and not is_built(args.output):
+        raise DDSRError(f'-o {args.output} is a non-empty folder that is not a demo data set; it is never replaced: '
                         'choose a new or empty folder')
-    if is_built(args.out) and not args.force:
-        print(f'demo data already built at {args.out} (use --force to rebuild)')
+    if is_built(args.output) and not args.force:
+        print(f'demo data already built at {args.output} (use --force to rebuild)')
         return 0
-    build_demo_data(args.out, force=args.force)
-    print(f'demo data written to {args.out}')
+    build_demo_data(args.output, force=args.force)
+    print(f'demo data written to {args.output}')
     return 0

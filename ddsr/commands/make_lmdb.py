@@ -2,6 +2,7 @@
 import argparse
 from os import path as osp
 
+from ddsr.commands import add_output
 from ddsr.data.lmdb_tools import PRESETS, make_lmdbs
 from ddsr.errors import DDSRError
 
@@ -11,8 +12,8 @@ HELP = 'pack HR images (and LR: given or MATLAB-bicubic x2/x3/x4) into BasicSR L
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--hr', required=True, help='folder of HR images')
-    parser.add_argument('-o', '--out', required=True,
-                        help='output folder (<out>/HR.lmdb, <out>/LR_bicubic_X<s>.lmdb; with --preset <out>/<preset>/)')
+    add_output(parser, 'output folder (<output>/HR.lmdb, <output>/LR_bicubic_X<s>.lmdb; with --preset '
+               '<output>/<preset>/)', required=True)
     parser.add_argument('--preset', choices=sorted(PRESETS),
                         help='standard set: test sets are stored whole at x2/x3/x4; DIV2K-train as 480/240 sub-images')
     parser.add_argument('--scales', type=int, nargs='+', help='LR scales (default 2 3 4)')
@@ -40,7 +41,7 @@ def _parse_lr(values) -> dict[int, str]:
 
 def run(args: argparse.Namespace) -> int:
     preset = PRESETS.get(args.preset, {})
-    out = osp.join(args.out, args.preset) if args.preset else args.out
+    out = osp.join(args.output, args.preset) if args.preset else args.output
     crop_size = args.crop_size if args.crop_size is not None else preset.get('crop_size')
     summary = make_lmdbs(
         args.hr, out, scales=args.scales or preset.get('scales', (2, 3, 4)), lr_dirs=_parse_lr(args.lr),

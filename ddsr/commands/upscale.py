@@ -8,9 +8,20 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ddsr.archs.esa_upsample import grid_stride
-from ddsr.commands import arch_from_args
-from ddsr.compress.inference import (
+from ddsr.archs.capabilities import capabilities_of
+from ddsr.checkpoint import load_file
+from ddsr.checks.networks import check_network
+from ddsr.commands import (
+    add_arch,
+    add_arch_kwargs,
+    add_device,
+    add_output,
+    add_tiles,
+    add_weights,
+    arch_from_args,
+    check_tiles,
+)
+from ddsr.deploy.inference import (
     IMAGE_EXTS,
     Upscaler,
     auto_upscaler,
@@ -22,9 +33,9 @@ from ddsr.compress.inference import (
     upscale_array,
     write_png,
 )
-from ddsr.compress.tiling import num_tiles
+from ddsr.deploy.tiling import num_tiles
 from ddsr.errors import DDSRError
-from ddsr.preflight import check_network, load_options, read_checkpoint
+from ddsr.option_file import load_options
 
 NAME = 'upscale'
 HELP = 'super-resolve images (file, folder or glob) with a model (option file, checkpoint or ONNX) into PNGs'
@@ -34,21 +45,20 @@ def add_network_arguments(parser: argparse.ArgumentParser, onnx: bool = False) -
     """The network source flags shared by ``upscale`` and ``export``: -opt | --weights [--arch ...] (| --onnx)."""
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('-opt', '--opt', help='BasicSR option file: network_g + path.pretrain_network_g')
-    src.add_argument('--weights', help='checkpoint (.pth); self-describing ones need no --arch')
+    add_weights(src, 'checkpoint (.pth); self-describing ones need no --arch')
     if onnx:
         src.add_argument('--onnx', help='ONNX model written by `ddsr export` (run by onnxruntime)')
-    parser.add_argument('--arch', help='registered arch type for --weights (e.g. DIPNet)')
-    parser.add_argument('--arch-kwargs', default='{}', help='JSON kwargs for --arch, e.g. \'{"upscale": 4}\'')
+    add_arch(parser, 'registered arch type for --weights (e.g. DIPNet)')
+    add_arch_kwargs(parser)
     parser.add_argument('--param-key', default='params', help='checkpoint key (falls back to params_ema/params)')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_network_arguments(parser, onnx=True)
     parser.add_argument('-i', '--input', required=True, help='image file, folder or glob pattern (quote it)')
-    parser.add_argument('-o', '--output', required=True, help='output folder (PNG files, same bit depth and mode)')
-    parser.add_argument('--tile', type=int, default=None, help='tile size in LR px (default: whole image)')
-    parser.add_argument('--tile-overlap', type=int, default=16, help='context per tile side in LR px (default 16)')
-    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='PyTorch device (default cpu)')
+    add_output(parser, 'output folder (PNG files, same bit depth and mode)', required=True)
+    add_tiles(parser)
+    add_device(parser)
     parser.add_argument('--backend', default='auto', choices=('auto', 'torch'),
                         help='auto (default): on CPU time PyTorch (inference_mode + channels_last) and onnxruntime '
                         '(temporary ONNX export, checked against PyTorch) on a probe image and use the faster; '
@@ -79,11 +89,11 @@ def build_network_from_args(args: argparse.Namespace):
         check_network(opt.get('network_g'), f'{args.opt}: network_g')
         weights = (opt.get('path') or {}).get('pretrain_network_g') if isinstance(opt.get('path'), dict) else None
         if isinstance(weights, str) and os.path.isfile(weights):
-            read_checkpoint(weights, f'{args.opt}: path.pretrain_network_g')
+            load_file(weights, f'{args.opt}: path.pretrain_network_g')
         return load_option_network(args.opt)
-    arch = arch_from_args(args.arch, args.arch_kwargs)
+    arch = arch_from_args(args)
     if os.path.isfile(args.weights):
-        ckpt = read_checkpoint(args.weights, '--weights')
+        ckpt = load_file(args.weights, '--weights')
         source = arch if arch else ckpt.get('arch')
         if source is not None:
             check_network(source, '--arch' if arch else f'{args.weights}: arch')
@@ -93,10 +103,8 @@ def build_network_from_args(args: argparse.Namespace):
 def build_upscaler(args: argparse.Namespace) -> Upscaler:
     if args.onnx:
         return onnx_upscaler(args.onnx, args.threads)
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        raise DDSRError('--device cuda: CUDA is not available')
     net = build_network_from_args(args)[0]
-    if args.backend == 'auto' and args.tile and grid_stride(net) > 1:
+    if args.backend == 'auto' and args.tile and capabilities_of(net).size.grid > 1:
         # ESA nets tile exactly only in PyTorch (the tile's place in the image steers ESA's resize)
         return torch_upscaler(net, args.device, channels_last=True)
     if args.backend == 'auto':
@@ -106,8 +114,7 @@ def build_upscaler(args: argparse.Namespace) -> Upscaler:
 
 def run(args: argparse.Namespace) -> int:
     """Exit code 0 when every image was written; 1 when some failed (listed on stderr); 2 on bad arguments."""
-    if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
-        raise DDSRError(f'--tile {args.tile} must be larger than --tile-overlap {args.tile_overlap} (>= 0)')
+    check_tiles(args)
     files = collect_inputs(args.input)
     out_dir = Path(args.output)
     resolved = {f.resolve() for f in files}
@@ -124,10 +131,10 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(files), unit='img', file=sys.stderr) as bar:
         for src, dst in zip(files, targets, strict=False):
             try:
-                img = read_image(src)
+                img = read_image(src, 'unchanged')
                 tiles = num_tiles(img.shape[0], img.shape[1], args.tile)
                 bar.set_postfix_str(f'{src.name} ({tiles} tiles)')
-                write_png(dst, upscale_array(up, img, args.tile, args.tile_overlap))
+                write_png(dst, upscale_array(up, img, args.tile, args.tile_overlap), compression=1)
             except DDSRError as err:
                 failed.append(f'{src}: {err}' if str(src) not in str(err) else str(err))
             bar.update()

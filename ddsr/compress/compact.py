@@ -5,12 +5,11 @@ Targets: an arch option dict (e.g. exactly the paper's EDSRmini), a named preset
 channels) per group, alpha found by bisection so that params <= ratio * dense params; ratio 1 removes only
 exactly-zero channels). The compact checkpoint is self-describing: {'params': state, 'arch': {'type': ..., kwargs}}.
 """
-import os.path as osp
+from types import ModuleType
 
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
-from torch import nn
 
+from ddsr.checkpoint import build_network
 from ddsr.compress import edsr_compress, swinir_compress
 
 FAMILIES = {'EDSR': edsr_compress, 'EDSRmini': edsr_compress, 'SwinIR': swinir_compress,
@@ -19,19 +18,14 @@ PRESETS = {'EDSRmini-default': {'type': 'EDSRmini'}, 'SwinIRmini-default': {'typ
 SCALE_KEYS = ('upscale', 'img_size', 'window_size', 'img_range', 'rgb_mean', 'in_chans', 'num_in_ch', 'num_out_ch')
 
 
-def family(arch: dict):
+def family(arch: dict) -> ModuleType:
     if arch.get('type') not in FAMILIES:
         raise ValueError(f"arch type '{arch.get('type')}' cannot be compressed (supported: {', '.join(FAMILIES)})")
     return FAMILIES[arch['type']]
 
 
-def build(arch: dict) -> nn.Module:
-    """The network of an arch option ({'type': name, **kwargs}) from BasicSR's registry."""
-    return ARCH_REGISTRY.get(arch['type'])(**{k: v for k, v in arch.items() if k != 'type'})
-
-
 def count_params(arch: dict) -> int:
-    return sum(p.numel() for p in build(arch).parameters())
+    return sum(p.numel() for p in build_network(arch).parameters())
 
 
 def resolve_target(src_arch: dict, target: str | dict) -> dict:
@@ -75,10 +69,10 @@ def compress_state(state: dict[str, torch.Tensor], src_arch: dict, target: str |
     fam = family(src_arch)
     src = fam.normalize(src_arch)
     tgt = fam.normalize(resolve_target(src_arch, target)) if target is not None else ratio_target(
-        state, src_arch, ratio)
+        state, src_arch, float(ratio or 0))
     arch = fam.compact_arch(tgt)
     params = fam.compress(state, src, tgt)
-    net = build(arch)
+    net = build_network(arch)
     full = net.state_dict()
     missing = set(params) ^ {k for k, _ in net.named_parameters()}
     if missing:
@@ -86,26 +80,3 @@ def compress_state(state: dict[str, torch.Tensor], src_arch: dict, target: str |
     full.update(params)
     net.load_state_dict(full, strict=True)
     return net.state_dict(), arch
-
-
-def load_state(path: str, param_key: str | None = 'params') -> dict[str, torch.Tensor]:
-    """State dict from a BasicSR checkpoint (``param_key`` entry when present, else the file itself)."""
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    if param_key and isinstance(ckpt, dict) and param_key in ckpt:
-        return ckpt[param_key]
-    return ckpt.get('params', ckpt) if isinstance(ckpt, dict) else ckpt
-
-
-def save_compact(path: str, state: dict[str, torch.Tensor], arch: dict) -> None:
-    """Self-describing checkpoint: BasicSR loads 'params' (and 'params_ema'); 'arch' rebuilds the network."""
-    torch.save({'params': state, 'params_ema': state, 'arch': arch}, path)
-
-
-def checkpoint_arch(path: str | None) -> dict | None:
-    """The ``arch`` entry of a self-describing checkpoint (:func:`save_compact`, ``ddsr reparam``/``export``, pruning
-    steps); None when the file is missing or has none."""
-    if not path or not osp.isfile(path):
-        return None
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    arch = ckpt.get('arch') if isinstance(ckpt, dict) else None
-    return dict(arch) if isinstance(arch, dict) else None

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ddsr.archs.dipnet_arch import DIPNet
 
@@ -20,8 +20,13 @@ def importance(model: DIPNet) -> list[Tensor]:
     """Per block a ``(2, m_i)`` tensor: L2 norms of the ``c1_r`` filters (row 0) and ``c2_r`` filters (row 1)."""
     _check_deploy(model)
     with torch.no_grad():
-        return [torch.stack([block.c1_r.weight.flatten(1).norm(dim=1), block.c2_r.weight.flatten(1).norm(dim=1)])
-                for block in model.blocks]
+        return [torch.stack([_filter_norms(block.c1_r), _filter_norms(block.c2_r)]) for block in model.blocks]
+
+
+def _filter_norms(conv: nn.Module) -> Tensor:
+    """L2 norm of every output filter of a convolution."""
+    assert isinstance(conv, nn.Conv2d), 'pruning needs the deploy form (fused 3x3 convs)'
+    return conv.weight.flatten(1).norm(dim=1)
 
 
 def iterative_schedule(num_mid: int, ratio: float, steps: int) -> list[int]:
@@ -59,7 +64,7 @@ def prune_dipnet(model: DIPNet, widths: int | Sequence[int] | None = None,
         widths = [widths_after(mid, ratio, 1) for mid in model.mid_channels]
     elif isinstance(widths, int):
         widths = [widths] * len(model.mid_channels)
-    widths = [int(w) for w in widths]
+    widths = [int(w) for w in widths or ()]
     if len(widths) != len(model.mid_channels) or any(
             not 1 <= w <= m for w, m in zip(widths, model.mid_channels, strict=True)):
         raise ValueError(f'widths {widths} must give 1 <= w <= current width for each of {model.mid_channels}')

@@ -10,6 +10,7 @@ Ranking: group L2 norm over producers and consumers; a channel whose producers a
 (removing it is exact). conv2 is rescaled by res_scale_src / res_scale_tgt so the block output is preserved.
 """
 import math
+from typing import Any
 
 import torch
 
@@ -56,7 +57,7 @@ def scores(state: dict[str, torch.Tensor], kw: dict) -> dict:
                             ['conv_first'] + [f'body.{i}.conv1' for i in blocks], torch.zeros(1, kw['num_in_ch'], 8, 8))
     slices = lambda names: [(state[key], axis) for key, axis in names]  # noqa: E731
     prod, cons = map(slices, groups['conv_first'])
-    out = {'trunk': _rank(group_scores(prod, nf), group_scores(prod + cons, nf))}
+    out: dict[str, Any] = {'trunk': _rank(group_scores(prod, nf), group_scores(prod + cons, nf))}
     out['mid'] = []
     for i, c in zip(blocks, kw['block_channels'], strict=False):
         p, q = map(slices, groups[f'body.{i}.conv1'])

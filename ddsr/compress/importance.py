@@ -42,7 +42,7 @@ def group_name(param_name: str) -> str:
     return '.'.join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
 
 
-def prunable_weights(net: nn.Module) -> 'OrderedDict[str, nn.Parameter]':
+def prunable_weights(net: nn.Module) -> 'OrderedDict[str, torch.Tensor]':
     """Kernels of every Conv2d / Linear (biases, norms and position tables are not regularised)."""
     return OrderedDict((f'{name}.weight', m.weight) for name, m in net.named_modules() if isinstance(m, PRUNABLE))
 

@@ -12,6 +12,7 @@ Groups (keep-indices per group, own slicing: Torch-Pruning has no notion of head
 A head / unit whose weights are exactly zero ranks last, so removing it is exact.
 """
 import math
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ MINI = dict(embed_dim=24, depths=[4, 4, 4], num_heads=[6, 6, 6], window_size=8, 
 
 def normalize(arch: dict) -> dict:
     """Full SwinIRmini kwargs (head_dim, per-block heads and MLP widths explicit) of a SwinIR(mini) option."""
-    kw = {**BASE, **(MINI if arch.get('type') == 'SwinIRmini' else SWINIR)}
+    kw: dict[str, Any] = {**BASE, **(MINI if arch.get('type') == 'SwinIRmini' else SWINIR)}
     kw.update({k: v for k, v in arch.items() if k != 'type'})
     if kw['upsampler'] != 'pixelshuffledirect' or kw['resi_connection'] != '1conv':
         raise ValueError("compression supports upsampler 'pixelshuffledirect' with resi_connection '1conv' only")
@@ -96,7 +97,8 @@ def scores(state: dict[str, torch.Tensor], kw: dict) -> dict:
     """Scores of embed channels, layers, blocks, heads, head dims and MLP units."""
     prod = [(state[k], 0) for k in state if k.endswith(('proj.bias', 'fc2.bias', 'conv_first.bias'))]
     embed_alive = group_scores(prod + [(state['conv_first.weight'], 0)], kw['embed_dim']) > 0
-    out = {'embed': _rank(embed_alive, group_scores(_embed_slices(state), kw['embed_dim'])), 'blocks': []}
+    out: dict[str, Any] = {'embed': _rank(embed_alive, group_scores(_embed_slices(state), kw['embed_dim'])),
+                           'blocks': []}
     for i, depth in enumerate(kw['depths']):
         out['blocks'].append([
             _block_scores(state, f'layers.{i}.residual_group.blocks.{j}', kw['layer_heads'][i][j], kw['head_dim'],

@@ -15,7 +15,8 @@ from os import path as osp
 import numpy as np
 from skimage import data as skdata
 
-from ddsr.data.lmdb_tools import bicubic_lr, folder_to_lmdb, modcrop, subimage_grid, write_png
+from ddsr.data.image_io import write_png
+from ddsr.data.lmdb_tools import bicubic_lr, folder_to_lmdb, modcrop, subimage_grid
 
 DEMO_ROOT = osp.join('datasets', 'demo')
 SCALES = (2, 3, 4)

@@ -19,9 +19,8 @@ from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.matlab_functions import imresize
 from tqdm import tqdm
 
+from ddsr.data.image_io import IMAGE_EXTS, list_images, read_image
 from ddsr.errors import DDSRError
-
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
@@ -50,31 +49,12 @@ def subimage_grid(h: int, w: int, crop_size: int, step: int, thresh_size: int = 
             yield y, x
 
 
-def list_images(folder: str) -> list[str]:
-    """Sorted image file names (not paths) in ``folder``."""
-    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMG_EXTENSIONS))
-
-
-def write_png(path: str, img: np.ndarray) -> None:
-    """Write a BGR image as PNG (compression 3, BasicSR's default for extracted sub-images)."""
-    if not cv2.imwrite(path, img, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
-        raise OSError(f'could not write {path}')
-
-
-def folder_to_lmdb(folder: str, lmdb_path: str, names: Sequence[str] = None) -> list[str]:
+def folder_to_lmdb(folder: str, lmdb_path: str, names: Sequence[str] | None = None) -> list[str]:
     """Pack the images of ``folder`` (all, or ``names``) into an LMDB at ``lmdb_path``; returns the keys."""
     names = list(names) if names is not None else list_images(folder)
     keys = [osp.splitext(name)[0] for name in names]
     make_lmdb_from_imgs(folder, lmdb_path, names, keys, batch=5000, compress_level=1, multiprocessing_read=False)
     return keys
-
-
-def read_image(path: str) -> np.ndarray:
-    """Read an image as 3-channel BGR uint8 (grey is replicated, alpha dropped); DDSRError if unreadable."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise DDSRError(f'could not read image {path}')
-    return img
 
 
 def lmdb_key(name: str) -> str:
@@ -121,15 +101,25 @@ def write_lmdb(lmdb_path: str, items: Iterable[tuple[str, np.ndarray]], compress
     return written
 
 
-def read_meta_info(lmdb_path: str) -> list[tuple[str, tuple[int, ...]]]:
-    """(key, shape) of every line of an LMDB's ``meta_info.txt``."""
-    entries = []
-    with open(osp.join(lmdb_path, 'meta_info.txt')) as f:
-        for line in f:
-            if line.strip():
-                name, shape = line.split()[:2]
-                entries.append((name.split('.')[0], tuple(int(v) for v in shape.strip('()').split(','))))
-    return entries
+def _shape(token: str) -> tuple[int, ...] | None:
+    dims = token.strip('()').split(',')
+    return tuple(int(d) for d in dims) if len(dims) >= 2 and all(d.strip().isdigit() for d in dims) else None
+
+
+def read_meta_info(lmdb_path: str, label: str = 'LMDB') -> list[tuple[str, tuple[int, ...] | None]]:
+    """(key, shape) of every line of an LMDB's ``meta_info.txt``, the one parser of that file in ddsr.
+
+    The key is the name before its first '.', as BasicSR's LMDB datasets read it (``<key>.png (h,w,c) <level>``);
+    BasicSR reads only the name, so a names-only line is valid: its shape is None (size checks then skip it)."""
+    path = osp.join(lmdb_path, 'meta_info.txt')
+    if not osp.isfile(path):
+        raise DDSRError(f'{label}: LMDB {lmdb_path} has no meta_info.txt')
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = [line.split() for line in f if line.strip()]
+    except UnicodeDecodeError:
+        raise DDSRError(f'{label}: {path} is not a text file') from None
+    return [(parts[0].split('.')[0], _shape(parts[1]) if len(parts) > 1 else None) for parts in lines]
 
 
 def read_lmdb_images(lmdb_path: str) -> Iterator[tuple[str, np.ndarray]]:
@@ -158,7 +148,7 @@ def lmdb_targets(out: str, scales: Sequence[int]) -> dict[str | int, str]:
 
 
 def _find_lr(folder: str, stem: str) -> str:
-    for ext in IMG_EXTENSIONS:
+    for ext in IMAGE_EXTS:
         for name in (stem + ext, stem + ext.upper()):
             if osp.isfile(osp.join(folder, name)):
                 return osp.join(folder, name)
@@ -182,7 +172,7 @@ def _check_args(hr: str, scales: Sequence[int], lr_dirs: dict[int, str], crop_si
 
 
 def _pair_items(hr_dir: str, names: Sequence[str], scale: int | None, lr_dir: str | None, mod: int,
-                crop_size: int | None, step: int, thresh_size: int) -> Iterator[tuple[str, np.ndarray]]:
+                crop_size: int | None, step: int | None, thresh_size: int) -> Iterator[tuple[str, np.ndarray]]:
     """(key, image) of the HR set (``scale`` None) or of its x``scale`` LR, whole or as sub-images."""
     for name in names:
         key = lmdb_key(name)
@@ -199,7 +189,8 @@ def _pair_items(hr_dir: str, names: Sequence[str], scale: int | None, lr_dir: st
             continue
         if min(hr.shape[:2]) < crop_size:
             raise DDSRError(f'{name}: {hr.shape[1]}x{hr.shape[0]} is smaller than the crop size {crop_size}')
-        for idx, (y, x) in enumerate(subimage_grid(hr.shape[0], hr.shape[1], crop_size, step, thresh_size), 1):
+        grid = subimage_grid(hr.shape[0], hr.shape[1], crop_size, step or crop_size // 2, thresh_size)
+        for idx, (y, x) in enumerate(grid, 1):
             y, x, size = y // factor, x // factor, crop_size // factor
             yield f'{key}_s{idx:03d}', np.ascontiguousarray(img[y:y + size, x:x + size])
 
@@ -218,7 +209,7 @@ def verify_lmdbs(paths: dict[str | int, str]) -> list[dict]:
             raise DDSRError(f'{path}: {entries} entries but {len(meta)} lines in meta_info.txt')
         got = {}
         for key, img in read_lmdb_images(path):
-            if img.shape != meta[key]:
+            if meta[key] is not None and img.shape != meta[key]:
                 raise DDSRError(f'{path}: {key} decodes to {img.shape}, meta_info.txt says {meta[key]}')
             got[key] = img.shape
         shapes[which] = got
@@ -270,8 +261,9 @@ def make_lmdbs(hr: str, out: str, scales: Sequence[int] = (2, 3, 4), lr_dirs: di
     try:
         tmp_paths = {which: osp.join(tmp, osp.basename(path)) for which, path in targets.items()}
         for which, path in tmp_paths.items():
-            scale = None if which == 'HR' else which
-            items = _pair_items(hr, names, scale, lr_dirs.get(scale), mod, crop_size, step, thresh_size)
+            scale = None if which == 'HR' else int(which)
+            lr_dir = lr_dirs.get(scale) if scale is not None else None
+            items = _pair_items(hr, names, scale, lr_dir, mod, crop_size, step, thresh_size)
             total = len(names) if crop_size is None else None
             bar = tqdm(items, desc=osp.basename(path), total=total, unit='img', disable=not progress)
             write_lmdb(path, bar, compress_level)

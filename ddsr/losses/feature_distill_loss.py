@@ -85,7 +85,7 @@ class FeatureDistillLoss(nn.Module):
         if self.adapters is None:
             raise RuntimeError('FeatureDistillLoss: build_adapters() was not called')
         adapted = self.adapters(student_feats)
-        total = 0
+        total = torch.zeros(())
         for weight, s, t in zip(self.anchor_weights, adapted, teacher_feats, strict=False):
             if s.shape[-2:] != t.shape[-2:]:
                 s = F.interpolate(s, size=t.shape[-2:], mode='bilinear', align_corners=False)

@@ -3,7 +3,7 @@
 L_dis(S, T) = LapL1(S, T) + LapL1(S - G(S), T - G(T)), with LapL1(a, b) = sum_l 2^l * mean|L_l(a) - L_l(b)|
 over ``levels`` Laplacian levels. G is the 5x5 binomial blur ([1,4,6,4,1]^T [1,4,6,4,1] / 256, per channel,
 reflect padding); reduce = blur + 2x average pooling; expand = zero insertion + blur with 4G; the last level
-is the low-pass residual. See DESIGN.md section 3.
+is the low-pass residual (Jiang et al., KD stage).
 
 How it is computed (same value, a fraction of the work; ``tests/test_distill.py`` checks it against the
 formula written out directly):
@@ -154,7 +154,7 @@ class LapPyramidLoss(nn.Module):
             raise ValueError(f'LapPyramidLoss: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ')
         diff = self._pad(pred - target)  # reflect padding is linear too
         both = torch.cat((diff, diff - blur(diff)), 0)  # pyramids of S - T and (S - G(S)) - (T - G(T))
-        total = 0
+        total = torch.zeros((), device=pred.device)
         for level, band in enumerate(laplacian_pyramid(both, self.levels)):
             # mean: mean|L(D)| + mean|L(D - G(D))| = 2 * mean over the concatenation (equal sizes)
             level_loss = band.abs().sum() if self.reduction == 'sum' else 2 * band.abs().mean()

@@ -41,7 +41,7 @@ def freeze(net: nn.Module) -> nn.Module:
     """No gradients, eval mode now and forever (``net.train()`` keeps it in eval)."""
     for param in net.parameters():
         param.requires_grad_(False)
-    net.train = _keep_eval.__get__(net)
+    net.train = _keep_eval.__get__(net)  # type: ignore[method-assign]
     return net.eval()
 
 

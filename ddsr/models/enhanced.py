@@ -5,12 +5,13 @@ LMDB in BasicSR's layout (``data.mdb``, ``meta_info.txt``), which EnhancedPaired
 ``dataroot_enhanced``. Everything is written to a temporary sibling first and renamed into place at the end,
 so an interrupted run never leaves a half-written target set.
 """
+import functools
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from os import path as osp
 
-import cv2
 import lmdb
 import numpy as np
 import torch
@@ -18,32 +19,32 @@ from basicsr.utils import imfrombytes, img2tensor, tensor2img
 from torch import nn
 from tqdm import tqdm
 
-from ddsr.data.lmdb_tools import folder_to_lmdb, list_images, write_png
+from ddsr.data.image_io import list_images, read_image, write_png
+from ddsr.data.lmdb_tools import folder_to_lmdb, read_meta_info
 from ddsr.errors import DDSRError
 
 
-def _lr_items(lq: str) -> list[tuple[str, callable]]:
+def _lr_items(lq: str) -> list[tuple[str, Callable[[], np.ndarray]]]:
     """(output name, loader of the BGR float32 image) for every LR image of a folder or a BasicSR LMDB."""
     if lq.endswith('.lmdb'):
-        meta = osp.join(lq, 'meta_info.txt')
-        if not osp.isfile(meta):
-            raise DDSRError(f'LMDB without meta_info.txt: {lq}')
-        with open(meta) as f:
-            keys = [line.split(' ')[0].split('.')[0] for line in f if line.strip()]
+        keys = [key for key, _ in read_meta_info(lq, 'make-enhanced-hr --lq')]
         env = lmdb.open(lq, readonly=True, lock=False, readahead=False)
 
         def from_lmdb(key):
             with env.begin(write=False) as txn:
                 return imfrombytes(txn.get(key.encode('ascii')), float32=True)
 
-        return [(f'{key}.png', lambda key=key: from_lmdb(key)) for key in keys]
+        return [(f'{key}.png', functools.partial(from_lmdb, key)) for key in keys]
     if not osp.isdir(lq):
         raise DDSRError(f'LR set not found (folder or .lmdb): {lq}')
     names = list_images(lq)
     if not names:
         raise DDSRError(f'no images in {lq}')
-    return [(osp.splitext(n)[0] + '.png', lambda n=n: cv2.imread(osp.join(lq, n)).astype(np.float32) / 255.)
-            for n in names]
+    return [(osp.splitext(n)[0] + '.png', functools.partial(_read_float, osp.join(lq, n))) for n in names]
+
+
+def _read_float(path: str) -> np.ndarray:
+    return read_image(path).astype(np.float32) / 255.
 
 
 @torch.no_grad()

@@ -58,8 +58,8 @@ class FeatureRecorder:
     def __init__(self, net: nn.Module, paths: Sequence[str], label: str = 'network'):
         self.paths = list(paths)
         self.modules = resolve_modules(net, self.paths, label)
-        self.features: list[torch.Tensor] = [None] * len(self.paths)
-        self._handles = []
+        self.features: list[torch.Tensor | None] = [None] * len(self.paths)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _hook(self, index: int):
 

@@ -1,4 +1,4 @@
-"""Iterative filter pruning + fine-tuning inside one BasicSR run (DIPNet pipeline, step 5), for PruneSRModel.
+"""Iterative filter pruning + fine-tuning inside one BasicSR run (DIPNet pipeline, step 5), for IterativePruneSRModel.
 
 Timeline with ``S = prune.step_iters`` (iterations are BasicSR's, 1-based):
 
@@ -21,14 +21,14 @@ current learning rates. Every checkpoint is self-describing: ``{'params'[, 'para
 import copy
 import json
 import os.path as osp
+from typing import Any
 
 import torch
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, tensor2img
 
-from ddsr.compat import atomic_save
-from ddsr.compress.compact import build
+from ddsr.checkpoint import atomic_save, build_network, load_file, network_arch, select_params
 from ddsr.compress.dipnet_prune import prune_dipnet
 from ddsr.errors import DDSRError
 
@@ -36,10 +36,10 @@ DEFAULTS = {'ratio': 0.1, 'step_iters': 1000, 'steps': None, 'max_psnr_drop': No
 
 
 class IterativePruner:
-    """The iterative-pruning schedule of one PruneSRModel (``prune.mode: iterative``).
+    """The iterative-pruning schedule of one IterativePruneSRModel (``prune.mode: iterative``).
 
     Args:
-        model (PruneSRModel): The model whose ``net_g`` (a deploy-form DIPNet) is pruned.
+        model (IterativePruneSRModel): The model whose ``net_g`` (a deploy-form DIPNet) is pruned.
         prune_opt (dict): The ``prune`` option section (ratio, step_iters, steps, max_psnr_drop).
         train_opt (dict): A copy of the ``train`` section taken before BasicSR consumed it (optim_g, scheduler).
     """
@@ -63,9 +63,9 @@ class IterativePruner:
         metrics = (model.opt.get('val') or {}).get('metrics') or {}
         self.metric_opt = dict(metrics.get('psnr') or
                                {'type': 'calculate_psnr', 'crop_border': model.opt['scale'], 'test_y_channel': True})
-        self.val_loader = None
+        self.val_loader: Any = None  # built on first use (a torch DataLoader)
         # step: last pruned step (None: not started); good: last step within max_psnr_drop; history: per step.
-        self.state = {'step': None, 'good': 0, 'stopped': False, 'history': []}
+        self.state: dict[str, Any] = {'step': None, 'good': 0, 'stopped': False, 'history': []}
         steps = self.opt['steps']
         total = model.opt['train']['total_iter']
         if steps is not None and total < int(steps) * self.step_iters:
@@ -170,16 +170,16 @@ class IterativePruner:
 
     def _restore(self, step: int) -> None:
         path = osp.join(self.model.opt['path']['models'], f'net_g_prune_step{step}.pth')
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        net = build(ckpt['arch'])
-        net.load_state_dict(ckpt['params'], strict=True)
+        ckpt = load_file(path, f'pruning step {step}')
+        net = build_network(ckpt['arch'])
+        net.load_state_dict(select_params(ckpt, 'params', path), strict=True)
         self._swap(net.to(self.model.device), ckpt.get('params_ema'))
         self._write_history()
 
     def _swap(self, net: torch.nn.Module, ema_params: dict | None = None) -> None:
         """Make ``net`` the trained network; rebuild EMA, optimizers and schedulers (position and lr kept)."""
         model = self.model
-        model.opt['network_g'] = net.config()
+        model.opt['network_g'] = network_arch(net)
         model.net_g = model.model_to_device(net)
         model.net_g.train()
         if hasattr(model, 'net_g_ema'):

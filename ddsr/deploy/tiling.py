@@ -98,7 +98,8 @@ def tiled_forward(forward: Forward, x: Tensor, scale: int, tile: int | None, ove
     if overlap < 0 or tile <= overlap:
         raise DDSRError(f'--tile ({tile}) must be larger than --tile-overlap ({overlap}) and the overlap >= 0')
     rows, cols = core_bounds(h, tile), core_bounds(w, tile)
-    out, weight = None, torch.zeros(1, 1, h * scale, w * scale, dtype=torch.float32, device=x.device)
+    acc: Tensor | None = None
+    weight = torch.zeros(1, 1, h * scale, w * scale, dtype=torch.float32, device=x.device)
     for y0, y1 in zip(rows[:-1], rows[1:], strict=False):
         ty, ty1 = max(y0 - overlap, 0) // align * align, min(y1 + overlap, h)
         wy = blend_ramp(y0, y1, ty, ty1, h, overlap, scale).to(x.device)
@@ -107,15 +108,16 @@ def tiled_forward(forward: Forward, x: Tensor, scale: int, tile: int | None, ove
             wx = blend_ramp(x0, x1, tx, tx1, w, overlap, scale).to(x.device)
             with context((h, w), (ty, tx)) if context else nullcontext():
                 sr = padded_forward(forward, x[..., ty:ty1, tx:tx1], scale, min_size, multiple).float()
-            if out is None:
-                out = torch.zeros(1, sr.shape[1], h * scale, w * scale, dtype=torch.float32, device=x.device)
+            if acc is None:
+                acc = torch.zeros(1, sr.shape[1], h * scale, w * scale, dtype=torch.float32, device=x.device)
             win = wy[:, None] * wx[None, :]
             ys, xs = slice(ty * scale, ty1 * scale), slice(tx * scale, tx1 * scale)
-            out[..., ys, xs] += sr * win
+            acc[..., ys, xs] += sr * win
             weight[..., ys, xs] += win
             if progress:
                 progress()
-    return out / weight.clamp_min(1e-8)
+    assert acc is not None  # at least one tile
+    return acc / weight.clamp_min(1e-8)
 
 
 def num_tiles(h: int, w: int, tile: int | None) -> int:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddsr.compat import atomic_save
-from ddsr.compress.inference import MIN_INPUT, to_deploy
+from ddsr.checkpoint import atomic_save, network_arch
+from ddsr.deploy.backends import MIN_INPUT, onnx_upscaler, to_deploy
 from ddsr.errors import DDSRError
 
 OPSET = 17
@@ -26,8 +26,8 @@ PathLike = str | Path
 def arch_config(net: nn.Module, arch: dict | None = None) -> dict:
     """Self-describing arch dict: the net's own ``config()`` when it has one, else ``arch`` with ``deploy: True``
     for nets that take a ``deploy`` kwarg."""
-    if hasattr(net, 'config'):
-        return dict(net.config())
+    if callable(getattr(net, 'config', None)):
+        return network_arch(net)
     if arch is None:
         raise DDSRError(f'{type(net).__name__}: no config(); give the arch (type + kwargs)')
     arch = dict(arch)
@@ -36,13 +36,19 @@ def arch_config(net: nn.Module, arch: dict | None = None) -> dict:
     return arch
 
 
+def fold_dynamic_bn(net: nn.Module) -> None:
+    """Fold DDistillSR's dynamic-branch BNs into their convolutions (its own key layout, ``fold_bn: true``)."""
+    fold = getattr(net, 'fold_dynamic_bn', None)
+    if not callable(fold):
+        raise DDSRError(f'{type(net).__name__} has no BN folding (fold_bn / --fold-bn is for DDistillSR)')
+    fold()
+
+
 def export_checkpoint(net: nn.Module, path: PathLike, arch: dict | None = None, fold_bn: bool = False) -> dict:
     """Write ``{'params': deploy state_dict, 'arch': {...}}`` (fused, eval, CPU tensors); returns it."""
     net = to_deploy(net)
     if fold_bn:
-        if not hasattr(net, 'fold_dynamic_bn'):
-            raise DDSRError(f'{type(net).__name__} has no BN folding (--fold-bn is for DDistillSR)')
-        net.fold_dynamic_bn()
+        fold_dynamic_bn(net)
     ckpt = {'params': {k: v.detach().cpu() for k, v in net.state_dict().items()}, 'arch': arch_config(net, arch)}
     atomic_save(ckpt, str(path))
     return ckpt
@@ -89,7 +95,6 @@ def export_onnx(net: nn.Module, path: PathLike, size: int = 64, opset: int = OPS
 
 def onnx_max_diff(net: nn.Module, path: PathLike, size: int = 64) -> float:
     """max |ONNX - PyTorch| on a natural ``size`` x ``size`` crop (onnxruntime, CPU; padded as the model needs)."""
-    from ddsr.compress.inference import onnx_upscaler
     x = natural_image(size)
     up = onnx_upscaler(str(path))
     with torch.no_grad():

@@ -1,0 +1,211 @@
+"""Checkpoint I/O: the one place that reads and writes network checkpoints and training states.
+
+Formats read:
+
+- BasicSR checkpoints ``{'params': state_dict, 'params_ema': state_dict}`` (``BaseModel.save_network``);
+- ddsr's self-describing checkpoints, the same plus ``'arch': {'type': ..., **kwargs}`` (compaction, pruning
+  steps, ``ddsr reparam`` / ``export``), from which the network is rebuilt without an option file;
+- plain state dicts (the official DDistill-SR / DIPNet releases).
+
+Which entry is read (:func:`select_params`) follows BasicSR's ``BaseModel.load_network``: ``param_key``, falling
+back to ``params`` when the file lacks it; ``param_key=None`` reads the whole file. ddsr adds one rule: a plain
+state dict (every value a tensor) is read as it is, whatever ``param_key`` says. ``module.`` prefixes (DDP) are
+removed, as BasicSR does.
+
+Writes are atomic (temporary file in the same folder, fsync, ``os.replace``) so a kill at any moment leaves the old
+or the new file, never a truncated one; the file gets the mode ``torch.save`` would give it (0666 minus the umask).
+
+Only ``torch`` is imported at module level; the ARCH registry (BasicSR) is imported when a network is built.
+"""
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from os import path as osp
+from typing import Any
+
+import torch
+from torch import nn
+
+from ddsr.errors import DDSRError, UnknownTypeError
+
+PARAM_KEYS = ('params', 'params_ema')
+
+
+@dataclass
+class Checkpoint:
+    """A read checkpoint: its state dicts (``None`` when absent) and the ``arch`` of a self-describing one."""
+    path: str
+    raw: dict
+    params: dict[str, torch.Tensor] | None
+    params_ema: dict[str, torch.Tensor] | None
+    arch: dict | None
+
+
+def load_file(path: str | os.PathLike, label: str = 'checkpoint', map_location: Any = 'cpu') -> dict:
+    """``torch.load`` (weights only) of a checkpoint or training state; missing, unreadable or not a dict is a
+    :class:`DDSRError` naming ``label`` and the file."""
+    path = str(path)
+    if not osp.isfile(path):
+        raise DDSRError(f'{label}: file not found: {path}')
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, random bytes, pickled code: torch raises many types
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise DDSRError(f'{label}: cannot read checkpoint {path}: {first}') from None
+    if not isinstance(obj, dict):
+        raise DDSRError(f'{label}: checkpoint {path} holds a {type(obj).__name__}, not a state dict')
+    return obj
+
+
+def is_state_dict(obj: object) -> bool:
+    """Whether ``obj`` is a plain state dict (a non-empty mapping of names to tensors)."""
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with the ``module.`` prefix of (Distributed)DataParallel removed from its keys."""
+    return {(k[7:] if str(k).startswith('module.') else k): v for k, v in state.items()}
+
+
+def read(path: str | os.PathLike, label: str = 'checkpoint') -> Checkpoint:
+    """Read ``path`` once into a :class:`Checkpoint` (a plain state dict counts as ``params``)."""
+    raw = load_file(path, label)
+    if is_state_dict(raw) and not any(k in raw for k in (*PARAM_KEYS, 'arch')):
+        return Checkpoint(str(path), raw, dict(raw), None, None)
+    entries = {key: raw.get(key) if isinstance(raw.get(key), Mapping) else None for key in PARAM_KEYS}
+    arch = raw.get('arch')
+    return Checkpoint(str(path), raw, entries['params'], entries['params_ema'],
+                      dict(arch) if isinstance(arch, Mapping) else None)
+
+
+def select_params(raw: dict, param_key: str | None, path: str = '',
+                  label: str = 'checkpoint') -> dict[str, torch.Tensor]:
+    """The state dict BasicSR's ``load_network`` would load from ``raw`` (see the module docstring)."""
+    state: Any = raw
+    if param_key is not None and not is_state_dict(raw):
+        if param_key not in raw and 'params' in raw:
+            param_key = 'params'
+        if param_key not in raw:
+            keys = ', '.join(map(str, list(raw)[:5]))
+            raise DDSRError(f'{label}: checkpoint {path} has no entry {param_key!r} (param_key; it has: {keys})')
+        state = raw[param_key]
+    if not isinstance(state, Mapping):
+        raise DDSRError(f'{label}: checkpoint {path}[{param_key!r}] is not a state dict')
+    return strip_module(state)
+
+
+def load_state(path: str | os.PathLike, param_key: str | None = 'params',
+               label: str = 'checkpoint') -> dict[str, torch.Tensor]:
+    """:func:`select_params` of the file at ``path``."""
+    return select_params(load_file(path, label), param_key, str(path), label)
+
+
+def checkpoint_arch(path: str | os.PathLike | None) -> dict | None:
+    """The ``arch`` entry of a self-describing checkpoint; None when the file is missing or has none."""
+    if not path or not osp.isfile(path):
+        return None
+    return read(path).arch
+
+
+def load_training_state(path: str | os.PathLike, device: Any = 'cpu') -> dict:
+    """A BasicSR training state (``<iter>.state``), loaded safely (``weights_only``) onto ``device``."""
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_save(obj: Any, path: Any) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX).
+    A file object (not a path) is written directly, as ``torch.save`` does."""
+    if not isinstance(path, (str, os.PathLike)):
+        torch.save(obj, path)
+        return
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; torch.save(path) would honour the umask
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_self_describing(path: str | os.PathLike, params: Mapping[str, torch.Tensor], arch: Mapping,
+                         params_ema: Mapping[str, torch.Tensor] | None = None, **extra: Any) -> dict:
+    """Write ``{'params', 'params_ema', 'arch', **extra}`` atomically: BasicSR's ``load_network`` reads it with
+    either param key, and :func:`build_from_checkpoint` rebuilds the network from ``arch``. Returns what was written."""
+    ckpt = {'params': dict(params), 'params_ema': dict(params if params_ema is None else params_ema),
+            'arch': dict(arch), **extra}
+    atomic_save(ckpt, str(path))
+    return ckpt
+
+
+def arch_class(arch_type: str) -> type:
+    """The class registered under ``arch_type`` in BasicSR's ARCH registry (ddsr's archs included)."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+    return ARCH_REGISTRY.get(arch_type)
+
+
+def build_network(arch: Mapping, **overrides: Any) -> nn.Module:
+    """Instantiate ``arch['type']`` with the other keys (and ``overrides``) as kwargs."""
+    if not isinstance(arch, Mapping) or not isinstance(arch.get('type'), str):
+        raise DDSRError(f'an arch is a mapping with a "type" name and the kwargs, got {arch!r}')
+    try:
+        cls = arch_class(arch['type'])
+    except KeyError as err:  # UnknownTypeError names close names
+        raise UnknownTypeError(str(err.args[0]) if err.args else arch['type']) from None
+    kwargs = {k: v for k, v in arch.items() if k != 'type'}
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def network_arch(net: nn.Module, base: Mapping | None = None) -> dict:
+    """The arch dict that rebuilds ``net``: its own ``config()`` when it has one, else ``base``."""
+    config = getattr(net, 'config', None)
+    if callable(config):
+        return dict(config())
+    if base is None:
+        raise DDSRError(f'{type(net).__name__} has no config(): give its arch (type + kwargs)')
+    return dict(base)
+
+
+def load_weights(net: nn.Module, path: str | os.PathLike, param_key: str | None = 'params', strict: bool = True,
+                 label: str = 'weights') -> nn.Module:
+    """Load the :func:`select_params` entry of ``path`` into ``net``; a misfit is a :class:`DDSRError`."""
+    state = load_state(path, param_key, label)
+    try:
+        net.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        raise DDSRError(f'{label}: {path} does not fit the network: {" ".join(str(err).split())[:300]}') from None
+    return net
+
+
+def build_from_checkpoint(path: str | os.PathLike, arch: Mapping | None = None, param_key: str | None = 'params',
+                          label: str = 'weights') -> tuple[nn.Module, dict]:
+    """``(net, arch)``: ``arch`` (or the checkpoint's own ``arch`` entry) built and loaded with the weights, in
+    eval mode; the file is read once."""
+    raw = load_file(path, label)
+    if arch is None:
+        stored = raw.get('arch')
+        if not isinstance(stored, Mapping) or 'type' not in stored:
+            raise DDSRError(f'{label}: {path} has no arch entry (not self-describing); give --arch TYPE '
+                            '[--arch-kwargs]')
+        arch = stored
+    arch = dict(arch)
+    net = build_network(arch)
+    try:
+        net.load_state_dict(select_params(raw, param_key, str(path), label), strict=True)
+    except RuntimeError as err:
+        raise DDSRError(f'{label}: {path} does not fit {arch["type"]}: {" ".join(str(err).split())[:300]}') from None
+    return net.eval(), arch

@@ -1,0 +1,122 @@
+"""Import-graph facts of the package (read from the source with ``ast``, nothing imported): no import cycle, layers
+import only downward, one module reads checkpoints with ``torch.load``, and matplotlib is never imported at module
+level (importing ddsr must not change the process's plotting backend)."""
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / 'ddsr'
+
+# Layers, lowest first: a unit may import units of a lower rank (and itself), never a higher or an equal other one.
+RANK = {
+    'errors': 0, 'registry_import': 0,
+    'checkpoint': 1, 'option_file': 1,
+    'compat': 2,
+    'archs': 3, 'losses': 3, 'data': 3,
+    'guards': 4,
+    'compress': 5, 'deploy': 5,
+    'bench': 6,
+    'models': 7,
+    'checks': 8,
+    'commands': 9,
+    'cli': 10,
+    'train': 11, 'test': 11,
+}
+FORBIDDEN = {('checks', 'models')}  # option checks ask the model registry, never import model code
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every ``ddsr.*`` module that ``path`` imports, at module level or inside functions."""
+    tree = ast.parse(path.read_text(), str(path))
+    found = set()
+    package = _module_name(path) if path.name == '__init__.py' else _module_name(path).rsplit('.', 1)[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith('ddsr'))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                base = '.'.join(package.split('.')[:len(package.split('.')) - node.level + 1] + ([base] if base else []))
+            if base.startswith('ddsr'):
+                found.add(base)
+                found.update(f'{base}.{alias.name}' for alias in node.names)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in PACKAGE.rglob('*.py')}
+    graph = {}
+    for name, path in files.items():
+        targets = set()
+        for imported in _imports(path):
+            while imported not in files and '.' in imported:  # `from ddsr.x import func` -> module ddsr.x
+                imported = imported.rsplit('.', 1)[0]
+            if imported in files and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def _unit(module: str) -> str:
+    return module.split('.')[1] if '.' in module else module
+
+
+def test_every_unit_has_a_layer():
+    units = {_unit(m) for m in _graph() if m != 'ddsr'}
+    assert units <= set(RANK), f'units without a layer: {sorted(units - set(RANK))}'
+
+
+def test_no_import_cycle():
+    graph = {m: {t for t in ts if t != 'ddsr'} for m, ts in _graph().items() if m != 'ddsr'}
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt] if nxt in stack else [node, nxt]
+                pytest.fail(f'import cycle: {" -> ".join(cycle)}')
+            if nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_layers_import_only_downward():
+    wrong = []
+    for module, targets in _graph().items():
+        if module == 'ddsr':  # the package's __init__ registers everything: it sits on top
+            continue
+        src = _unit(module)
+        for target in targets - {'ddsr'}:
+            dst = _unit(target)
+            if src == dst:
+                continue
+            if RANK[dst] >= RANK[src] or (src, dst) in FORBIDDEN:
+                wrong.append(f'{module} -> {target}')
+    assert not wrong, 'imports that point up or sideways:\n' + '\n'.join(sorted(wrong))
+
+
+def test_one_module_reads_checkpoints():
+    readers = sorted(_module_name(p) for p in PACKAGE.rglob('*.py') if 'torch.load(' in p.read_text())
+    assert readers == ['ddsr.checkpoint']
+
+
+def test_matplotlib_is_imported_lazily():
+    eager = []
+    for path in PACKAGE.rglob('*.py'):
+        for node in ast.parse(path.read_text()).body:  # module level only
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+            if any(name.split('.')[0] == 'matplotlib' for name in names):
+                eager.append(_module_name(path))
+    assert not eager, f'matplotlib imported at module level in {eager}'
