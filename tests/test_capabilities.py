@@ -74,6 +74,7 @@ def test_swinirmini_multiple_is_its_window():
     assert build({'type': 'SwinIRmini', **SMALL['SwinIRmini'], 'window_size': 2}).size_requirements().multiple == 2
     assert SizeRequirements(15, 4, 6).smallest == 16 and SizeRequirements(1, 8).smallest == 8
     assert SizeRequirements(15).smallest == 15
+    assert [SizeRequirements(15, 4).fit(side) for side in (1, 16, 17, 24)] == [16, 16, 20, 24]
 
 
 @pytest.mark.parametrize('arch', [dict(SMALL[n], type=n) for n in sorted(SMALL)]
@@ -154,3 +155,23 @@ def test_defaults_for_other_networks():
     assert capabilities_of(wrapper) == caps.__class__(SizeRequirements(15, 1, 6), False, None)
     wrapper[0].switch_to_deploy()
     assert capabilities_of(wrapper).is_deployed is True
+
+
+def test_consumers_ask_the_protocol():
+    from ddsr.bench.efficiency import forms
+    from ddsr.checks.networks import min_input_size
+    from ddsr.deploy.backends import to_deploy, torch_upscaler
+    from ddsr.deploy.export import arch_config
+    for name in sorted(SMALL):
+        need = EXPECTED[name]
+        up = torch_upscaler(build({'type': name, **SMALL[name]}))
+        assert (up.min_size, up.multiple, up.align, up.scale) == (*need, 2), name
+        assert (up.tile_context is not None) == (need[2] > 1)
+        assert min_input_size({'type': name, **SMALL[name]}) == need[0]
+    assert min_input_size({'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3}) == 1
+    dip = build({'type': 'DIPNet', **SMALL['DIPNet']})
+    assert [form for form, _ in forms(dip)] == ['train', 'deploy'] and not dip.is_deployed
+    assert to_deploy(dip) is dip and dip.is_deployed and arch_config(dip) == dip.config()
+    assert [form for form, _ in forms(dip)] == ['deploy']
+    assert [form for form, _ in forms(build({'type': 'EDSRmini', **SMALL['EDSRmini']}))] == ['-']
+    assert arch_config(nn.Conv2d(3, 3, 1), {'type': 'X', 'deploy': False}) == {'type': 'X', 'deploy': True}

@@ -42,7 +42,8 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ''
             if node.level:
-                base = '.'.join(package.split('.')[:len(package.split('.')) - node.level + 1] + ([base] if base else []))
+                parent = package.split('.')[:len(package.split('.')) - node.level + 1]
+                base = '.'.join(parent + ([base] if base else []))
             if base.startswith('ddsr'):
                 found.add(base)
                 found.update(f'{base}.{alias.name}' for alias in node.names)

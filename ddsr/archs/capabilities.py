@@ -41,10 +41,15 @@ class SizeRequirements:
     multiple: int = 1
     grid: int = 1
 
+    def fit(self, side: int) -> int:
+        """Smallest side >= ``side`` that meets both ``min_size`` and ``multiple``."""
+        side = max(side, self.min_size)
+        return side + (-side) % self.multiple
+
     @property
     def smallest(self) -> int:
         """Smallest side meeting both ``min_size`` and ``multiple``."""
-        return -(-self.min_size // self.multiple) * self.multiple
+        return self.fit(1)
 
 
 ANY_SIZE = SizeRequirements()
@@ -107,7 +112,8 @@ def capabilities_of(net_or_arch: nn.Module | Mapping) -> Capabilities:
     size = SizeRequirements(max(s.min_size for s in sizes), math.lcm(*(s.multiple for s in sizes)),
                             math.lcm(*(s.grid for s in sizes)))
     own = not hasattr(net, 'switch_to_deploy') or bool(getattr(net, 'deploy', False))
-    return Capabilities(size, own and all(m.is_deployed for m in parts), None)
+    config = getattr(net, 'config', None)  # a net of another package may still describe itself
+    return Capabilities(size, own and all(m.is_deployed for m in parts), dict(config()) if callable(config) else None)
 
 
 def window_multiple(net: nn.Module) -> int:

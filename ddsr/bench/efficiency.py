@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from ddsr.archs.capabilities import capabilities_of
 from ddsr.archs.reparam import switch_to_deploy
 
 CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
@@ -155,7 +156,7 @@ def forms(net: nn.Module) -> list[tuple[str, nn.Module]]:
     [('deploy', net)] when it is already deployed; [('-', net)] for a network with a single form."""
     if not hasattr(net, 'switch_to_deploy'):
         return [('-', net)]
-    if getattr(net, 'deploy', False):
+    if capabilities_of(net).is_deployed:
         return [('deploy', net)]
     deployed = copy.deepcopy(net).eval()
     switch_to_deploy(deployed)

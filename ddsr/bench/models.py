@@ -13,6 +13,7 @@ import yaml
 from torch import nn
 
 from ddsr import checkpoint
+from ddsr.archs.capabilities import capabilities_of
 from ddsr.archs.reparam import switch_to_deploy
 from ddsr.errors import DDSRError, UnknownTypeError
 
@@ -58,7 +59,7 @@ def build_for_quality(spec: ModelSpec) -> nn.Module:
     if spec.deploy_weights:
         if not hasattr(net, 'switch_to_deploy'):
             raise DDSRError(f'{spec.name}: deploy_pretrain given but {spec.network["type"]} has no deploy form')
-        if not getattr(net, 'deploy', False):
+        if not capabilities_of(net).is_deployed:
             switch_to_deploy(net)
         checkpoint.load_weights(net, spec.deploy_weights, spec.param_key, spec.strict, label=spec.name)
     return net.eval()

@@ -11,7 +11,8 @@ from basicsr.utils import FileClient, imfrombytes, img2tensor, tensor2img
 from torch import nn
 from tqdm import tqdm
 
-from ddsr.archs.esa_upsample import grid_stride, tile_geometry
+from ddsr.archs.capabilities import capabilities_of
+from ddsr.archs.esa_upsample import tile_geometry
 from ddsr.data.image_io import list_images, read_image
 from ddsr.data.lmdb_tools import read_meta_info
 from ddsr.deploy import tiling
@@ -65,11 +66,12 @@ class PairedSet:
 
 def tiled_forward(net: nn.Module, x: torch.Tensor, scale: int, tile: int, tile_pad: int = 16) -> torch.Tensor:
     """``net(x)`` on ``tile`` x ``tile`` LR tiles reading ``tile_pad`` px of context per side, seams blended
-    (:func:`ddsr.deploy.tiling.tiled_forward`; ESA nets tile on their grid), so large images fit in memory; exact
-    when ``tile_pad / 2`` covers the receptive field."""
-    align = grid_stride(net)
-    return tiling.tiled_forward(net, x, scale, tile, tile_pad, align=align,
-                                context=tile_geometry if align > 1 else None)
+    (:func:`ddsr.deploy.tiling.tiled_forward`; tiles padded to the net's size requirements, ESA nets tile on their
+    grid: :mod:`ddsr.archs.capabilities`), so large images fit in memory; exact when ``tile_pad / 2`` covers the
+    receptive field."""
+    need = capabilities_of(net).size
+    return tiling.tiled_forward(net, x, scale, tile, tile_pad, need.min_size, need.multiple, align=need.grid,
+                                context=tile_geometry if need.grid > 1 else None)
 
 
 def super_resolve(net: nn.Module, lq: np.ndarray, scale: int, device: str = 'cpu', tile: int | None = None,

@@ -11,11 +11,9 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from ddsr import checkpoint
+from ddsr.archs.capabilities import capabilities_of
 from ddsr.errors import DDSRError, UnknownTypeError
 
-# Smallest LR input side per arch (ESA: stride-2 conv 3x3 + max-pool 7/3 needs >= 15 px). An arch class may
-# declare its own with a ``min_input_size`` attribute.
-MIN_INPUT = {'DDistillSR': 15, 'DIPNet': 15, 'RFDN': 15, 'RLFN': 15}
 SHOWN = 3  # mismatching keys named per kind
 
 
@@ -109,9 +107,8 @@ def declared_upscale(net_opt: dict) -> int | None:
 
 
 def min_input_size(net_opt: dict) -> int:
-    """Smallest LR side the network accepts (1 when unknown)."""
-    arch_cls = ARCH_REGISTRY.get(net_opt['type'])
-    return int(getattr(arch_cls, 'min_input_size', MIN_INPUT.get(net_opt['type'], 1)))
+    """Smallest LR side the network accepts (:func:`ddsr.archs.capabilities.capabilities_of`; 1 when unknown)."""
+    return capabilities_of(net_opt).size.min_size
 
 
 def rebuilt_from_checkpoint(opt: dict) -> bool:

@@ -13,12 +13,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ddsr.archs.esa_upsample import grid_stride, tile_geometry
-from ddsr.archs.reparam import Reparameterizable, switch_to_deploy
+from ddsr.archs.capabilities import ESA_REQUIREMENTS, SizeRequirements, capabilities_of
+from ddsr.archs.esa_upsample import tile_geometry
+from ddsr.archs.reparam import switch_to_deploy
 from ddsr.deploy.tiling import tiled_forward
 from ddsr.errors import DDSRError
 
-MIN_INPUT = 16  # ESA (RFDN/RLFN/DIPNet/DDistill-SR) needs >= 15 px: stride-2 conv 3x3 then max-pool 7
+PROBE_SIDE = 16  # side of the zeros image that measures a net's scale (raised to what the net accepts)
+# An ONNX model without ddsr's metadata: padded to the strictest minimum of the ddsr archs (ESA's 15 px).
+UNKNOWN_MIN_SIZE = ESA_REQUIREMENTS.min_size
 
 
 @dataclass
@@ -26,7 +29,7 @@ class Upscaler:
     """A network as a function LR (1, 3, h, w) float [0, 1] -> SR (1, 3, s*h, s*w) with its input constraints."""
     forward: Callable[[Tensor], Tensor]
     scale: int
-    min_size: int = MIN_INPUT
+    min_size: int = 1
     multiple: int = 1
     info: dict = field(default_factory=dict)
     align: int = 1  # tile origins: multiples of the net's coarse grid (ESA), see ddsr.archs.esa_upsample
@@ -40,7 +43,7 @@ class Upscaler:
 def to_deploy(net: nn.Module) -> nn.Module:
     """Eval mode, reparameterizable branches fused (a no-op for nets already in deploy form)."""
     net.eval()
-    if any(isinstance(m, Reparameterizable) and not getattr(m, 'deploy', True) for m in net.modules()):
+    if not capabilities_of(net).is_deployed:
         switch_to_deploy(net)
     return net
 
@@ -56,17 +59,15 @@ def torch_upscaler(net: nn.Module, device: str = 'cpu', channels_last: bool = Fa
     net = to_deploy(net).to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
-    multiple = int(getattr(net, 'window_size', 1) or 1)
+    need = capabilities_of(net).size
 
     def forward(x: Tensor) -> Tensor:
         with torch.inference_mode():
             return net(x.to(device).contiguous(memory_format=memory_format)).float().cpu()
 
-    min_size = max(MIN_INPUT, multiple)
-    align = grid_stride(net)
-    return Upscaler(forward, probe_scale(forward, min_size), min_size, multiple,
-                    {'backend': 'torch', 'device': device, 'channels_last': channels_last}, align,
-                    tile_geometry if align > 1 else None)
+    return Upscaler(forward, probe_scale(forward, need.fit(PROBE_SIDE)), need.min_size, need.multiple,
+                    {'backend': 'torch', 'device': device, 'channels_last': channels_last}, need.grid,
+                    tile_geometry if need.grid > 1 else None)
 
 
 def median_ms(fn: Callable[[], object], runs: int = 3) -> float:
@@ -101,9 +102,8 @@ def onnx_upscaler(path: str, threads: int | None = None) -> Upscaler:
     def forward(x: Tensor) -> Tensor:
         return torch.from_numpy(session.run(None, {name: x.cpu().numpy().astype(np.float32)})[0])
 
-    multiple = int(meta.get('multiple', 1))
-    min_size = int(meta.get('min_size', max(MIN_INPUT, multiple)))
-    scale = int(meta['scale']) if 'scale' in meta else probe_scale(forward, min_size)
-    return Upscaler(forward, scale, min_size, multiple, {'backend': 'onnxruntime'})
+    need = SizeRequirements(int(meta.get('min_size', UNKNOWN_MIN_SIZE)), int(meta.get('multiple', 1)))
+    scale = int(meta['scale']) if 'scale' in meta else probe_scale(forward, need.fit(PROBE_SIDE))
+    return Upscaler(forward, scale, need.min_size, need.multiple, {'backend': 'onnxruntime'})
 
 

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddsr.checkpoint import atomic_save, network_arch
-from ddsr.deploy.backends import MIN_INPUT, onnx_upscaler, to_deploy
+from ddsr.archs.capabilities import capabilities_of
+from ddsr.checkpoint import atomic_save
+from ddsr.deploy.backends import PROBE_SIDE, onnx_upscaler, to_deploy
 from ddsr.errors import DDSRError
 
 OPSET = 17
@@ -24,10 +25,11 @@ PathLike = str | Path
 
 
 def arch_config(net: nn.Module, arch: dict | None = None) -> dict:
-    """Self-describing arch dict: the net's own ``config()`` when it has one, else ``arch`` with ``deploy: True``
-    for nets that take a ``deploy`` kwarg."""
-    if callable(getattr(net, 'config', None)):
-        return network_arch(net)
+    """Self-describing arch dict: the net's own ``config()`` (:mod:`ddsr.archs.capabilities`) when it has one,
+    else ``arch`` with ``deploy: True`` for nets that take a ``deploy`` kwarg."""
+    config = capabilities_of(net).config
+    if config is not None:
+        return config
     if arch is None:
         raise DDSRError(f'{type(net).__name__}: no config(); give the arch (type + kwargs)')
     arch = dict(arch)
@@ -71,10 +73,10 @@ def export_onnx(net: nn.Module, path: PathLike, size: int = 64, opset: int = OPS
     """Export the deploy form of ``net`` to ONNX with dynamic H/W and metadata; returns the metadata."""
     import onnx
     net = to_deploy(net).cpu()
-    multiple = int(getattr(net, 'window_size', 1) or 1)
-    size = max(size, MIN_INPUT) + (-max(size, MIN_INPUT)) % multiple
-    if multiple > 1 and size in stored_mask_sizes(net):
-        size += multiple  # trace the size-dependent mask computation, not the stored mask of that one size
+    need = capabilities_of(net).size
+    size = need.fit(max(size, PROBE_SIDE))
+    if need.multiple > 1 and size in stored_mask_sizes(net):
+        size += need.multiple  # trace the size-dependent mask computation, not the stored mask of that one size
     x = natural_image(size)
     with torch.no_grad():
         scale = net(x).shape[-1] // size
@@ -86,7 +88,7 @@ def export_onnx(net: nn.Module, path: PathLike, size: int = 64, opset: int = OPS
         torch.onnx.export(net, (x, ), str(path), input_names=['lr'], output_names=['sr'], opset_version=opset,
                           dynamic_axes={'lr': axes, 'sr': axes}, dynamo=False)
     model = onnx.load(str(path))
-    meta = {'scale': scale, 'min_size': max(MIN_INPUT, multiple), 'multiple': multiple}
+    meta = {'scale': scale, 'min_size': need.min_size, 'multiple': need.multiple}
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=str(value))
     onnx.save(model, str(path))

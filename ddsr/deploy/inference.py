@@ -21,7 +21,7 @@ from torch import nn
 
 from ddsr import checkpoint
 from ddsr.data.image_io import IMAGE_EXTS, read_image, write_png  # noqa: F401  (the image side of inference)
-from ddsr.deploy.backends import MIN_INPUT, Upscaler, median_ms, onnx_upscaler, to_deploy, torch_upscaler
+from ddsr.deploy.backends import PROBE_SIDE, Upscaler, median_ms, onnx_upscaler, to_deploy, torch_upscaler
 from ddsr.deploy.export import export_onnx, natural_image, onnx_max_diff
 from ddsr.errors import DDSRError
 from ddsr.option_file import load_options
@@ -63,8 +63,8 @@ def auto_upscaler(net: nn.Module, device: str = 'cpu', threads: int | None = Non
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 path = f'{tmp}/model.onnx'
-                export_onnx(net, path, size=MIN_INPUT)
-                if onnx_max_diff(net, path, size=MIN_INPUT + 8) <= tol:
+                export_onnx(net, path, size=PROBE_SIDE)
+                if onnx_max_diff(net, path, size=PROBE_SIDE + 8) <= tol:
                     candidates.append(onnx_upscaler(path, threads))  # the session keeps the graph in memory
         except (DDSRError, ImportError, RuntimeError):  # export/runtime trouble: the PyTorch path is always right
             pass
