@@ -56,6 +56,22 @@ ANY_SIZE = SizeRequirements()
 # ESA (RFDN, RLFN, DIPNet, DDistill-SR): conv 3x3 stride 2 unpadded, then max-pool 7 stride 3 -> >= 15 px.
 ESA_REQUIREMENTS = SizeRequirements(min_size=ESA_MIN_INPUT, multiple=1, grid=ESA_STRIDE)
 # Archs that are not ddsr's own and need more than ANY_SIZE, by registered type name (ESA nets of other packages).
+
+
+class ReparamESACapabilities:
+    """Capabilities shared by the reparameterized ESA nets (DDistillSR, DIPNet): ESA's size requirements (LR
+    sides >= 15 px, tile origins on the stride-6 coarse grid), and deployed when built with ``deploy=True`` or
+    converted by ``switch_to_deploy``. Mixed in before the ``nn.Module`` base."""
+    deploy: bool
+
+    @property
+    def is_deployed(self) -> bool:
+        return self.deploy
+
+    def size_requirements(self) -> SizeRequirements:
+        return ESA_REQUIREMENTS
+
+
 KNOWN_REQUIREMENTS: dict[str, SizeRequirements] = {'RFDN': ESA_REQUIREMENTS, 'RLFN': ESA_REQUIREMENTS}
 
 

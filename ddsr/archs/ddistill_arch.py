@@ -17,7 +17,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ddsr.archs.capabilities import ESA_REQUIREMENTS, SizeRequirements
+from ddsr.archs.capabilities import ReparamESACapabilities
 from ddsr.archs.dbb import DiverseBranchBlock
 from ddsr.archs.esa_upsample import ESA_STRIDE, upsample_coarse
 from ddsr.archs.reparam import Reparameterizable, fuse_bn, make_fused_conv, running_stats
@@ -220,7 +220,7 @@ class DFDB(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class DDistillSR(Reparameterizable):
+class DDistillSR(ReparamESACapabilities, Reparameterizable):
     """DDistill-SR: 4 DFDBs, DDF fusion, RDU ``LR_conv``, pixel-shuffle upsampler with a 3x3 refinement conv.
 
     ``F0 = fea_conv(x)``; ``(B_i, R_i) = DFDB_i(B_{i-1})``; ``Rc = lrelu0.1(cres(cat R))``,
@@ -296,15 +296,6 @@ class DDistillSR(Reparameterizable):
             if isinstance(module, DynamicBranch):
                 module.fold_bn()
         self.fold_bn = True
-
-    @property
-    def is_deployed(self) -> bool:
-        """Fused form (``dbb_reparam``): built with ``deploy=True`` or converted by :meth:`switch_to_deploy`."""
-        return self.deploy
-
-    def size_requirements(self) -> SizeRequirements:
-        """ESA's: LR sides >= 15 px, tile origins on the stride-6 coarse grid (:mod:`ddsr.archs.capabilities`)."""
-        return ESA_REQUIREMENTS
 
     def config(self) -> dict:
         """Self-describing config ``{'type': 'DDistillSR', **kwargs}`` that rebuilds this network's form."""

@@ -13,7 +13,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ddsr.archs.capabilities import ESA_REQUIREMENTS, SizeRequirements
+from ddsr.archs.capabilities import ReparamESACapabilities
 from ddsr.archs.esa_upsample import ESA_STRIDE, upsample_coarse
 from ddsr.archs.reparam import (
     Reparameterizable,
@@ -122,7 +122,7 @@ class RRFB(Reparameterizable):
 
 
 @ARCH_REGISTRY.register()
-class DIPNet(Reparameterizable):
+class DIPNet(ReparamESACapabilities, Reparameterizable):
     """DIPNet: RLFN-style network of RRFBs with (per-block) pruned middle widths.
 
     The official x4 release is ``DIPNet()`` (44 feat, mid 38, 4 blocks, ESA 16; 243,252 params).
@@ -175,15 +175,6 @@ class DIPNet(Reparameterizable):
             for block in self.blocks:
                 block.switch_to_deploy()
         self.deploy = True
-
-    @property
-    def is_deployed(self) -> bool:
-        """Plain 3x3 convs (official keys): built with ``deploy=True`` or converted by :meth:`switch_to_deploy`."""
-        return self.deploy
-
-    def size_requirements(self) -> SizeRequirements:
-        """ESA's: LR sides >= 15 px, tile origins on the stride-6 coarse grid (:mod:`ddsr.archs.capabilities`)."""
-        return ESA_REQUIREMENTS
 
     def config(self) -> dict:
         """Self-describing config ``{'type': 'DIPNet', **kwargs}`` that rebuilds this network (widths included)."""

@@ -61,16 +61,9 @@ class EDSRmini(EDSR):
         upsample_channels (list[int] | None): Post-shuffle channels of each upsample stage; None = num_feat.
     """
 
-    def __init__(self,
-                 num_in_ch: int = 3,
-                 num_out_ch: int = 3,
-                 num_feat: int = 16,
-                 num_block: int = 8,
-                 upscale: int = 2,
-                 res_scale: float = 2,
-                 img_range: float = 255.,
-                 rgb_mean: Sequence[float] = (0.4488, 0.4371, 0.4040),
-                 block_channels: Sequence[int] | None = None,
+    def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 16, num_block: int = 8,
+                 upscale: int = 2, res_scale: float = 2, img_range: float = 255.,
+                 rgb_mean: Sequence[float] = (0.4488, 0.4371, 0.4040), block_channels: Sequence[int] | None = None,
                  upsample_channels: Sequence[int] | None = None):
         super().__init__(num_in_ch, num_out_ch, num_feat, num_block, upscale, res_scale, img_range, rgb_mean)
         self.kwargs = dict(num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_block=num_block,

@@ -5,6 +5,7 @@ from os import path as osp
 
 import torch
 
+from ddsr import commands as flags
 from ddsr.bench.efficiency import benchmark_forms
 from ddsr.bench.models import (
     ModelSpec,
@@ -18,15 +19,6 @@ from ddsr.bench.quality import PairedSet, evaluate
 from ddsr.bench.report import EFFICIENCY_COLUMNS, columns_for, format_table, plot_quality_cost, write_csv_json
 from ddsr.checkpoint import load_file
 from ddsr.checks.networks import check_network
-from ddsr.commands import (
-    add_arch,
-    add_arch_kwargs,
-    add_device,
-    add_output,
-    add_tiles,
-    add_weights,
-    arch_from_args,
-)
 from ddsr.errors import DDSRError
 from ddsr.option_file import load_options
 
@@ -40,9 +32,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group('models (any combination)')
     group.add_argument('-opt', action='append', default=[], metavar='OPTION.yml',
                        help='BasicSR option file: network_g (+ path.pretrain_network_g); repeatable')
-    add_arch(group, 'registered arch type, e.g. EDSR')
-    add_arch_kwargs(group)
-    add_weights(group, 'checkpoint for --arch (BasicSR params/params_ema or plain state_dict)')
+    flags.add_arch(group, 'registered arch type, e.g. EDSR')
+    flags.add_arch_kwargs(group)
+    flags.add_weights(group, 'checkpoint for --arch (BasicSR params/params_ema or plain state_dict)')
     group.add_argument('--name', help='display name for --arch (default: the type)')
     group.add_argument('--models', metavar='LIST.yml', help='model list (e.g. benchmarks/compare_lightweight.yml)')
     group = parser.add_argument_group('test sets')
@@ -51,9 +43,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--data-root', help='folder of make-lmdb outputs: <root>/<set>/HR.lmdb, LR_bicubic_X<s>.lmdb')
     group.add_argument('--sets', nargs='+', default=[], help='set names under --data-root (e.g. Set5 Set14)')
     group.add_argument('--scale', type=int, help='upscale factor (default: from the option file / network)')
-    add_device(parser)
+    flags.add_device(parser)
     parser.add_argument('--threads', type=int, help='torch CPU threads')
-    add_output(parser, 'folder for CSV/JSON/Markdown (+ PNG plot)')
+    flags.add_output(parser, 'folder for CSV/JSON/Markdown (+ PNG plot)')
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
 
 
@@ -70,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     eff.add_argument('--no-memory', action='store_true', help='skip the peak memory measurement')
     qual = sub.add_parser('quality', help='Y-PSNR / SSIM (border = scale) of models on paired LMDB/folder sets')
     _add_model_args(qual)
-    add_tiles(qual)
+    flags.add_tiles(qual)
 
 
 def _checked(spec: ModelSpec) -> ModelSpec:
@@ -96,7 +88,7 @@ def collect_specs(args: argparse.Namespace) -> list[ModelSpec]:
     if args.models:
         load_options(args.models)  # exists and parses (one error line otherwise)
     specs = [_spec_from_options(path) for path in args.opt]
-    network = arch_from_args(args)
+    network = flags.arch_from_args(args)
     if network:
         if args.weights and not osp.isfile(args.weights):
             raise DDSRError(f'--weights not found: {args.weights}')

@@ -8,19 +8,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ddsr import commands as flags
 from ddsr.archs.capabilities import capabilities_of
 from ddsr.checkpoint import load_file
 from ddsr.checks.networks import check_network
-from ddsr.commands import (
-    add_arch,
-    add_arch_kwargs,
-    add_device,
-    add_output,
-    add_tiles,
-    add_weights,
-    arch_from_args,
-    check_tiles,
-)
 from ddsr.deploy.inference import (
     IMAGE_EXTS,
     Upscaler,
@@ -45,20 +36,20 @@ def add_network_arguments(parser: argparse.ArgumentParser, onnx: bool = False) -
     """The network source flags shared by ``upscale`` and ``export``: -opt | --weights [--arch ...] (| --onnx)."""
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('-opt', '--opt', help='BasicSR option file: network_g + path.pretrain_network_g')
-    add_weights(src, 'checkpoint (.pth); self-describing ones need no --arch')
+    flags.add_weights(src, 'checkpoint (.pth); self-describing ones need no --arch')
     if onnx:
         src.add_argument('--onnx', help='ONNX model written by `ddsr export` (run by onnxruntime)')
-    add_arch(parser, 'registered arch type for --weights (e.g. DIPNet)')
-    add_arch_kwargs(parser)
+    flags.add_arch(parser, 'registered arch type for --weights (e.g. DIPNet)')
+    flags.add_arch_kwargs(parser)
     parser.add_argument('--param-key', default='params', help='checkpoint key (falls back to params_ema/params)')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_network_arguments(parser, onnx=True)
     parser.add_argument('-i', '--input', required=True, help='image file, folder or glob pattern (quote it)')
-    add_output(parser, 'output folder (PNG files, same bit depth and mode)', required=True)
-    add_tiles(parser)
-    add_device(parser)
+    flags.add_output(parser, 'output folder (PNG files, same bit depth and mode)', required=True)
+    flags.add_tiles(parser)
+    flags.add_device(parser)
     parser.add_argument('--backend', default='auto', choices=('auto', 'torch'),
                         help='auto (default): on CPU time PyTorch (inference_mode + channels_last) and onnxruntime '
                         '(temporary ONNX export, checked against PyTorch) on a probe image and use the faster; '
@@ -91,7 +82,7 @@ def build_network_from_args(args: argparse.Namespace):
         if isinstance(weights, str) and os.path.isfile(weights):
             load_file(weights, f'{args.opt}: path.pretrain_network_g')
         return load_option_network(args.opt)
-    arch = arch_from_args(args)
+    arch = flags.arch_from_args(args)
     if os.path.isfile(args.weights):
         ckpt = load_file(args.weights, '--weights')
         source = arch if arch else ckpt.get('arch')
@@ -114,7 +105,7 @@ def build_upscaler(args: argparse.Namespace) -> Upscaler:
 
 def run(args: argparse.Namespace) -> int:
     """Exit code 0 when every image was written; 1 when some failed (listed on stderr); 2 on bad arguments."""
-    check_tiles(args)
+    flags.check_tiles(args)
     files = collect_inputs(args.input)
     out_dir = Path(args.output)
     resolved = {f.resolve() for f in files}

@@ -28,6 +28,7 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, tensor2img
 
+from ddsr.archs.capabilities import capabilities_of
 from ddsr.checkpoint import atomic_save, build_network, load_file, network_arch, select_params
 from ddsr.compress.dipnet_prune import prune_dipnet
 from ddsr.errors import DDSRError
@@ -53,7 +54,7 @@ class IterativePruner:
             raise DDSRError(f'prune: iterative needs 0 < ratio < 1 and step_iters >= 1, got ratio {self.ratio}, '
                             f'step_iters {self.step_iters}')
         net_opt = model.opt['network_g']
-        if net_opt.get('type') != 'DIPNet' or not net_opt.get('deploy', True):
+        if net_opt.get('type') != 'DIPNet' or not capabilities_of(model.get_bare_model(model.net_g)).is_deployed:
             raise DDSRError('prune.mode: iterative prunes the deploy form of DIPNet (network_g type DIPNet, '
                             f'deploy: true; convert a train-form checkpoint with ddsr reparam), got {net_opt}')
         vals = [v for k, v in model.opt['datasets'].items() if k.startswith('val')]
