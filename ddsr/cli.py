@@ -139,10 +139,10 @@ def run_pipeline(phase: str, args: list[str]) -> int:
     except SystemExit:  # no -opt: check_options reports it (argparse usage line)
         label = None
     code = _guarded(pipeline, setup_label=label, state=state)
-    if code != 0:
-        # The failed run's frames (held in reference cycles with its exception) keep its datasets, and so their
-        # LMDB environments, open; collect them now so a next run in this process can open the same LMDBs.
-        gc.collect()  # nothing half-written: remove the folders this run created, unless it saved something
+    # BasicSR's run objects (datasets, models, a failed run's frames with its exception) sit in reference cycles and
+    # keep the LMDB environments they opened; collect them now so a next run in this process can open those LMDBs.
+    gc.collect()
+    if code != 0:  # nothing half-written: remove the folders this run created, unless it saved something
         for folder in new_outputs:
             if osp.isdir(folder) and not _has_saves(folder):
                 shutil.rmtree(folder, ignore_errors=True)

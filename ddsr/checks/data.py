@@ -62,9 +62,11 @@ def read_lmdb_meta(folder: str, label: str) -> dict[str, tuple[int, int]]:
         raise DDSRError(f'{label}: {meta} lists no images')
     try:
         env = lmdb.open(folder, readonly=True, lock=False, readahead=False, meminit=False)
-        with env.begin(write=False) as txn:
-            absent = [key for key, _ in entries if txn.get(key.encode('ascii', 'replace')) is None]
-        env.close()
+        try:
+            with env.begin(write=False) as txn:
+                absent = [key for key, _ in entries if txn.get(key.encode('ascii', 'replace')) is None]
+        finally:
+            env.close()
     except lmdb.Error as err:
         raise DDSRError(f'{label}: LMDB {folder} cannot be opened: {err}') from None
     if absent:
