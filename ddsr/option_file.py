@@ -17,15 +17,15 @@ def option_path(args: list[str]) -> str:
 
 
 def load_options(path: str) -> dict:
-    """Parse an option YAML; a missing, unreadable or malformed file is a :class:`DDSRError`."""
+    """Parse an option YAML with BasicSR's own loader (every ddsr tool reads option files through here); a missing,
+    unreadable or malformed file is a :class:`DDSRError`."""
     from basicsr.utils.options import ordered_yaml  # BasicSR's own loader
     if not osp.isfile(path):
         raise DDSRError(f'option file not found: {path}')
     try:
         with open(path, encoding='utf-8') as f:
             text = f.read()
-        opt = yaml.load(text, Loader=ordered_yaml()[0])
-        yaml.safe_load(text)  # ddsr's tools read option files with the pure-Python safe loader: both must agree
+        opt = yaml.load(text, Loader=ordered_yaml()[0])  # what BasicSR's parse_options accepts, e.g. !!python/tuple
     except yaml.YAMLError as err:
         mark = getattr(err, 'problem_mark', None)
         where = f' (line {mark.line + 1}, column {mark.column + 1})' if mark else ''

@@ -2,8 +2,9 @@
 
 The checks are declarative: :data:`RULES` lists, in order, what is checked for which phase; each rule reads the
 options (and a few files: checkpoints, LMDB metadata, image headers; nothing is decoded or run) and raises a
-:class:`ddsr.errors.DDSRError` naming the key or file. Nothing here writes anything (the CLI builds the demo data
-set before the checks when an option file points into it). Modules:
+:class:`ddsr.errors.DDSRError` naming the key or file; each is one BasicSR itself would fail on (or the archive
+guard). Nothing here writes files (one ``note:`` line on stdout for val/test HR that BasicSR crops; the CLI
+builds the demo data set before the checks when an option file points into it). Modules:
 
 - :mod:`ddsr.checks.structure`: required keys and mappings, registered types, train section, archive guard;
 - :mod:`ddsr.checks.networks`: networks build, ``upscale`` = ``scale``, checkpoints fit their networks;

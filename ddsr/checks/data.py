@@ -1,6 +1,7 @@
 """Option checks of the data: paths exist; LMDBs are complete; paired sets pair up; image sizes (LMDB
-``meta_info.txt`` shapes, or image headers, nothing decoded): HR = LR x ``scale``, the training LR patch fits in
-every LR image, LR inputs reach the networks' minimum input size."""
+``meta_info.txt`` shapes where listed, or image headers, nothing decoded): HR = LR x ``scale`` for training pairs
+(val/test HR may be larger: BasicSR crops it), the training LR patch fits in every LR image, LR inputs reach the
+networks' minimum input size. Each rejection is one BasicSR itself would fail on."""
 from os import path as osp
 
 from ddsr.checks.networks import SHOWN, min_input_size, resolve
@@ -46,9 +47,9 @@ def check_paths(path: str, opt: dict, root: str) -> None:
         raise DDSRError(f'{path}: {key}: path does not exist: {value}')
 
 
-def read_lmdb_meta(folder: str, label: str) -> dict[str, tuple[int, int]]:
-    """``{key: (h, w)}`` of an LMDB's ``meta_info.txt`` (keys whose line gives a shape), after checking every
-    listed key is stored."""
+def read_lmdb_meta(folder: str, label: str) -> dict[str, tuple[int, int] | None]:
+    """``{key: (h, w)}`` of an LMDB's ``meta_info.txt`` (None for a names-only line: size unknown), after checking
+    every listed key is stored."""
     import lmdb
     meta = osp.join(folder, 'meta_info.txt')
     if not folder.rstrip('/').endswith('.lmdb'):
@@ -57,7 +58,7 @@ def read_lmdb_meta(folder: str, label: str) -> dict[str, tuple[int, int]]:
         if not osp.isfile(needed):
             raise DDSRError(f'{label}: LMDB {folder} has no {osp.basename(needed)}')
     entries = read_meta_info(folder, label)
-    shapes = {key: (shape[0], shape[1]) for key, shape in entries if shape is not None}
+    shapes = {key: None if shape is None else (shape[0], shape[1]) for key, shape in entries}
     if not entries:
         raise DDSRError(f'{label}: {meta} lists no images')
     try:
@@ -86,7 +87,7 @@ def image_size(file: str, label: str) -> tuple[int, int]:
     return h, w
 
 
-def _folder_sizes(folder: str, label: str) -> dict[str, tuple[int, int]]:
+def _folder_sizes(folder: str, label: str) -> dict[str, tuple[int, int] | None]:
     from basicsr.utils import scandir
     names = sorted(scandir(folder))
     if not names:
@@ -94,7 +95,7 @@ def _folder_sizes(folder: str, label: str) -> dict[str, tuple[int, int]]:
     return {name: image_size(osp.join(folder, name), label) for name in names}
 
 
-def _dataset_sizes(ds: dict, key: str, label: str, root: str) -> dict[str, tuple[int, int]] | None:
+def _dataset_sizes(ds: dict, key: str, label: str, root: str) -> dict[str, tuple[int, int] | None] | None:
     """Image sizes of ``ds[key]`` (LMDB meta or folder headers); None when not a plain LMDB/folder set."""
     folder = resolve(root, ds[key])
     backend = (ds.get('io_backend') or {}).get('type') if isinstance(ds.get('io_backend'), dict) else None
@@ -105,8 +106,11 @@ def _dataset_sizes(ds: dict, key: str, label: str, root: str) -> dict[str, tuple
     return None
 
 
-def _pairs(gt: dict[str, tuple[int, int]], lq: dict[str, tuple[int, int]], ds: dict, lmdb: bool,
-           label: str) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
+Sizes = dict[str, tuple[int, int] | None]
+
+
+def _pairs(gt: Sizes, lq: Sizes, ds: dict, lmdb: bool,
+           label: str) -> list[tuple[str, tuple[int, int] | None, tuple[int, int] | None]]:
     """(gt name, gt size, lq size) as BasicSR pairs them (same LMDB keys; folder: filename_tmpl + extension)."""
     pairs = []
     if lmdb:
@@ -141,7 +145,7 @@ def check_data(path: str, opt: dict, root: str, phase: str) -> None:
                 sizes[key] = got
         training = phase == 'train' and ds_phase == 'train'
         if 'dataroot_lq' in sizes and not training and need[2] > 1:
-            for name, (h, w) in sizes['dataroot_lq'].items():
+            for name, (h, w) in _known(sizes['dataroot_lq']):
                 if min(h, w) < need[2]:
                     raise DDSRError(f'{label}: LR image {name} is {w}x{h}, smaller than the minimum input of '
                                     f'{need[0]} ({need[1]["type"]} needs >= {need[2]}x{need[2]})')
@@ -149,11 +153,38 @@ def check_data(path: str, opt: dict, root: str, phase: str) -> None:
             _check_patch(path, opt, ds, scale, need, sizes.get('dataroot_lq'))
         if {'dataroot_gt', 'dataroot_lq'} <= set(sizes) and isinstance(scale, int):
             pairs = _pairs(sizes['dataroot_gt'], sizes['dataroot_lq'], ds, backend == 'lmdb', label)
-            for name, (hg, wg), (hl, wl) in pairs:
-                if (hg, wg) != (hl * scale, wl * scale):
-                    ratio = f'{hg / hl:.3g}' if hl else '?'
-                    raise DDSRError(f'{label}: scale mismatch: {name} is HR {wg}x{hg} but LR {wl}x{hl} (ratio x{ratio}'
-                                    f'); scale is {scale}: HR must be exactly LR x {scale}')
+            _check_scale(label, pairs, scale, training, bool((opt.get('val') or {}).get('metrics')))
+
+
+def _known(sizes: Sizes) -> list[tuple[str, tuple[int, int]]]:
+    """(name, (h, w)) of the images whose size is known."""
+    return [(name, size) for name, size in sizes.items() if size is not None]
+
+
+def _check_scale(label: str, pairs: list, scale: int, training: bool, metrics: bool) -> None:
+    """HR = LR x scale where BasicSR needs it. Training pairs must match exactly (``paired_random_crop`` raises
+    "Scale mismatches" otherwise). Val/test pairs: BasicSR's paired datasets crop the HR to LR x scale (on purpose,
+    for benchmark sets), so a larger HR is fine (one note); a smaller one fails BasicSR's metrics (different
+    shapes), so it is an error only when metrics are computed."""
+    cropped = []
+    for name, gt_size, lq_size in pairs:
+        if gt_size is None or lq_size is None:  # names-only LMDB meta_info: size unknown
+            continue
+        (hg, wg), (hl, wl) = gt_size, lq_size
+        if (hg, wg) == (hl * scale, wl * scale):
+            continue
+        if not training and hg >= hl * scale and wg >= wl * scale:
+            cropped.append(name)
+            continue
+        if not training and not metrics:
+            continue
+        ratio = f'{hg / hl:.3g}' if hl else '?'
+        need = 'exactly' if training else 'at least'
+        raise DDSRError(f'{label}: scale mismatch: {name} is HR {wg}x{hg} but LR {wl}x{hl} (ratio x{ratio}); scale '
+                        f'is {scale}: HR must be {need} LR x {scale}')
+    if cropped:
+        print(f'note: {label}: {len(cropped)} HR image(s) not an exact multiple of LR x {scale} (first: '
+              f'{cropped[0]}); BasicSR crops them to LR x {scale}', flush=True)
 
 
 def _check_patch(path: str, opt: dict, ds: dict, scale: int, need: tuple, lq_sizes) -> None:
@@ -170,7 +201,7 @@ def _check_patch(path: str, opt: dict, ds: dict, scale: int, need: tuple, lq_siz
         raise DDSRError(f'{label}: {what} {smallest} / scale {scale} gives {smallest // scale}x{smallest // scale} LR '
                         f'patches, smaller than the minimum input of {need[0]} ({need[1]["type"]} needs >= '
                         f'{need[2]}x{need[2]})')
-    for name, (h, w) in (lq_sizes or {}).items():
+    for name, (h, w) in _known(lq_sizes or {}):
         if min(h, w) < gt_size // scale:
             raise DDSRError(f'{label}: LR image {name} is {w}x{h}, smaller than the LR patch {gt_size // scale}x'
                             f'{gt_size // scale} (gt_size {gt_size} / scale {scale}): remove it or lower gt_size')
