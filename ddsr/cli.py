@@ -5,12 +5,14 @@
 
 Exit codes of every command: 0 success; 1 some items failed (e.g. ``ddsr upscale``: listed on stderr) or an
 unexpected internal error (one ``error: unexpected ...`` line; ``DDSR_TRACEBACK=1`` shows the traceback);
-2 bad input: a :class:`ddsr.errors.DDSRError` (option file, key, data, checkpoint, NaN/Inf loss) printed as one
-``error: ...`` line, or a command-line usage error; 130 interrupted (Ctrl-C). ``basicsr train|test`` that fail
-before writing any checkpoint or training state remove the experiment/results folder they created, so a bad input
-leaves nothing half-written.
+2 bad input: a :class:`ddsr.errors.DDSRError` (option file, key, data, checkpoint, NaN/Inf loss, run folder in use)
+or an image that cannot be loaded, printed as one ``error: ...`` line, or a command-line usage error;
+75 ``basicsr train`` preempted (SIGTERM/SIGUSR1, :mod:`ddsr.preempt`): state saved, continue with ``--auto_resume``;
+130 interrupted (Ctrl-C). What a run wrote is never removed: after a failure or interruption only the run folders
+it created and left without any file are removed; the others are kept and their place is printed.
 """
 import argparse
+import contextlib
 import gc
 import importlib
 import os
@@ -21,7 +23,7 @@ import traceback
 from os import path as osp
 
 import ddsr  # noqa: F401  (compat + registration before basicsr's pipelines are imported)
-from ddsr import commands
+from ddsr import commands, preempt, runlock, sample_errors
 from ddsr.errors import DDSRError
 from ddsr.guards import RunState
 
@@ -67,16 +69,28 @@ def _guarded(func, *args, setup_label: str | None = None, state: RunState | None
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr, flush=True)
         return 130
-    except SETUP_ERRORS as err:
-        if setup_label is None or state is None or state.stage != 'setup':
+    except preempt.Preempted as stop:
+        print(stop.message(), file=sys.stderr, flush=True)
+        return preempt.EXIT_PREEMPTED
+    except Exception as err:  # noqa: B902  (classified below; one line instead of a traceback)
+        return _classify(err, setup_label, state.stage if state is not None else None)
+
+
+def _classify(err: Exception, setup_label: str | None, stage: str | None) -> int:
+    data_error = sample_errors.describe(err)
+    if data_error is not None:  # an image that cannot be loaded: bad data, named (exit 2)
+        if os.environ.get('DDSR_TRACEBACK'):
+            traceback.print_exception(err)
+        return _fail(DDSRError(data_error))
+    if isinstance(err, SETUP_ERRORS):
+        if setup_label is None or stage != 'setup':
             return _unexpected(err)
         if os.environ.get('DDSR_TRACEBACK'):
             traceback.print_exc()
         what = f'missing key {err}' if isinstance(err, KeyError) else f'{type(err).__name__}: {_message(err)[:300]}'
         return _fail(DDSRError(f'{setup_label}: the run could not be set up from the options ({what}); check '
                                'that key and its value'))
-    except Exception as err:  # noqa: B902  (one line instead of a traceback; exit 1 = not a known bad input)
-        return _unexpected(err)
+    return _unexpected(err)  # exit 1 = not a known bad input
 
 
 def _outputs(phase: str, opt: dict, args: list[str], root: str) -> list[str]:
@@ -89,11 +103,8 @@ def _outputs(phase: str, opt: dict, args: list[str], root: str) -> list[str]:
     return [osp.join(root, 'experiments', name), osp.join(root, 'tb_logger', name)]
 
 
-def _has_saves(folder: str) -> bool:
-    for _, _, files in os.walk(folder):
-        if any(f.endswith(('.pth', '.state')) for f in files):
-            return True
-    return False
+def _has_files(folder: str) -> bool:
+    return any(files for _, _, files in os.walk(folder))
 
 
 def _ensure_demo_data(path: str, opt: dict, root: str) -> None:
@@ -115,23 +126,30 @@ def run_pipeline(phase: str, args: list[str]) -> int:
     from ddsr.option_file import option_path
     args = [arg.replace('--local-rank', '--local_rank') for arg in args]  # torch.distributed.launch spelling
     root = os.getcwd()
+    outputs: list[str] = []
     new_outputs: list[str] = []
+    started: list[bool] = []
     state = guards.RunState(stage='setup')
 
     def pipeline() -> int:
         path, opt = read_options(args)
         _ensure_demo_data(path, opt, root)
         check_options(phase, args, root, opt)
-        new_outputs.extend(folder for folder in _outputs(phase, opt, args, root) if not osp.exists(folder))
-        sys.argv = [f'basicsr {phase}'] + [arg for arg in args if arg != ARCHIVE_FLAG]
-        reset_basicsr_logger()  # a new log file per run, also for several runs in one process
-        with guards.installed(state):
-            if phase == 'train':
-                from basicsr.train import train_pipeline
-                train_pipeline(root)
-            else:
-                from basicsr.test import test_pipeline
-                test_pipeline(root)
+        outputs.extend(_outputs(phase, opt, args, root))
+        lock = runlock.run_lock(outputs[0]) if runlock.is_rank_zero(args) else contextlib.nullcontext()
+        with lock:  # one run per run folder; what exists once we hold it is not ours
+            new_outputs.extend(folder for folder in outputs if not osp.exists(folder))
+            sys.argv = [f'basicsr {phase}'] + [arg for arg in args if arg != ARCHIVE_FLAG]
+            reset_basicsr_logger()  # a new log file per run, also for several runs in one process
+            started.append(True)  # from here on, the run folders hold what BasicSR wrote
+            with guards.installed(state), sample_errors.reporting_datasets(), preempt.handling(phase == 'train'), \
+                    preempt.stopping_models(state):
+                if phase == 'train':
+                    from basicsr.train import train_pipeline
+                    train_pipeline(root)
+                else:
+                    from basicsr.test import test_pipeline
+                    test_pipeline(root)
         return 0
 
     try:
@@ -142,10 +160,13 @@ def run_pipeline(phase: str, args: list[str]) -> int:
     # BasicSR's run objects (datasets, models, a failed run's frames with its exception) sit in reference cycles and
     # keep the LMDB environments they opened; collect them now so a next run in this process can open those LMDBs.
     gc.collect()
-    if code != 0:  # nothing half-written: remove the folders this run created, unless it saved something
+    if code != 0:  # never remove what a run wrote: only folders it created and left without any file
         for folder in new_outputs:
-            if osp.isdir(folder) and not _has_saves(folder):
+            if osp.isdir(folder) and not _has_files(folder):
                 shutil.rmtree(folder, ignore_errors=True)
+        kept = [osp.relpath(f, root) for f in outputs if osp.isdir(f) and _has_files(f)]
+        if kept and started and runlock.is_rank_zero(args):
+            print(f'run folder kept: {", ".join(kept)}', file=sys.stderr, flush=True)
     return code
 
 

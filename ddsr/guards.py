@@ -2,8 +2,7 @@
 
 1. NaN/Inf guard: every model built by the run's ``basicsr train`` stops at the first non-finite loss or
    gradient, after saving the last good training state (see :func:`install_nonfinite_guard`).
-2. Dataset samples that cannot be loaded (corrupt or truncated image, patch larger than the image) raise a
-   :class:`ddsr.errors.DDSRError` naming the sample's files, instead of a traceback.
+2. Dataset samples that cannot be loaded are named by :mod:`ddsr.sample_errors` (no dataset class is changed).
 
 The state of a run (its stage: set-up or training, and the epoch BasicSR's loop is in) is a :class:`RunState`
 owned by the command line; :func:`installed` wires it into BasicSR's pipeline for the duration of the run and
@@ -19,7 +18,7 @@ from os import path as osp
 import torch
 
 from ddsr.compat import find_resume_state
-from ddsr.errors import DDSRError, NonFiniteLossError
+from ddsr.errors import NonFiniteLossError
 
 
 @dataclass
@@ -155,59 +154,13 @@ def _stop_nonfinite(model, current_iter: int, snapshot: dict, state: RunState, s
     raise NonFiniteLossError(f'non-finite {what} at iteration {current_iter}: training stopped; {saved}')
 
 
-def _sample_files(dataset, index) -> str:
-    paths = getattr(dataset, 'paths', None)
-    if not paths:
-        return f'sample {index}'
-    try:
-        entry = paths[index % len(paths)]
-    except (TypeError, IndexError, KeyError, ZeroDivisionError):
-        return f'sample {index}'
-    if isinstance(entry, dict):
-        return ', '.join(f'{k} {v}' for k, v in entry.items())
-    return str(entry)
-
-
-def _guarded_getitem(getitem):
-
-    def __getitem__(self, index):
-        try:
-            return getitem(self, index)
-        except DDSRError:
-            raise
-        except Exception as err:  # noqa: B902  (decoding, cropping, augmentation: all point at the files)
-            opt = getattr(self, 'opt', None) or {}
-            where = f"datasets.{opt.get('phase', '?')} ({opt.get('name', type(self).__name__)})"
-            hint = ' (unreadable or truncated image?)' if isinstance(err, AttributeError) else ''
-            raise DDSRError(f'{where}: cannot load {_sample_files(self, index)}: {type(err).__name__}: '
-                            f'{" ".join(str(err).split())[:300]}{hint}') from None
-
-    __getitem__._ddsr_wrapped = True
-    return __getitem__
-
-
-def _build_dataset_guarded(build_dataset):
-
-    def build(dataset_opt):
-        dataset = build_dataset(dataset_opt)
-        cls = type(dataset)
-        if not getattr(cls.__getitem__, '_ddsr_wrapped', False):
-            cls.__getitem__ = _guarded_getitem(cls.__getitem__)
-        return dataset
-
-    return build
-
-
 @contextlib.contextmanager
 def installed(state: RunState) -> Iterator[RunState]:
     """Wire ``state`` and the guards into BasicSR's train/test pipelines for one run; restore BasicSR after it."""
-    import basicsr.data
-    import basicsr.test
     import basicsr.train
     from basicsr.data.data_sampler import EnlargedSampler
     saved = [(basicsr.train, 'build_model', basicsr.train.build_model),
              (EnlargedSampler, 'set_epoch', EnlargedSampler.set_epoch)]
-    saved += [(module, 'build_dataset', module.build_dataset) for module in (basicsr.data, basicsr.train, basicsr.test)]
     build_model, set_epoch = basicsr.train.build_model, EnlargedSampler.set_epoch
 
     def build_guarded_model(opt):
@@ -222,8 +175,6 @@ def installed(state: RunState) -> Iterator[RunState]:
 
     basicsr.train.build_model = build_guarded_model
     EnlargedSampler.set_epoch = record_epoch
-    for module in (basicsr.data, basicsr.train, basicsr.test):
-        module.build_dataset = _build_dataset_guarded(module.build_dataset)
     try:
         yield state
     finally:

@@ -32,9 +32,10 @@ def _report():
     print(f"\nbad inputs: {BAD_INPUTS['passed']}/{BAD_INPUTS['tried']} gave one error line and exit code 2")
 
 
-def expect_error(args, cwd, *needles, code: int = 2) -> str:
+def expect_error(args, cwd, *needles, code: int = 2, kept: str | None = None) -> str:
     """Run ``args``; assert exit ``code``, one ``error:`` line containing every needle, no traceback, and no
-    experiments/results folder left behind. Returns the error line."""
+    experiments/results folder left behind, except ``kept`` (a run folder BasicSR had written its log to: it stays,
+    and the output says so). Returns the error line."""
     BAD_INPUTS['tried'] += 1
     rc, _, err = run_cli_inprocess(args, cwd)
     lines = [line for line in err.splitlines() if line.startswith('error:')]
@@ -43,7 +44,10 @@ def expect_error(args, cwd, *needles, code: int = 2) -> str:
     for needle in needles:
         assert needle in lines[0], lines[0]
     if code == 2 and args[0] == 'basicsr':
-        assert not list(Path(cwd).glob('experiments/*')) and not list(Path(cwd).glob('results/*')), lines[0]
+        left = [str(p.relative_to(cwd)) for p in (*Path(cwd).glob('experiments/*'), *Path(cwd).glob('results/*'))]
+        assert left == ([kept] if kept else []), lines[0]
+    if kept:
+        assert list((Path(cwd) / kept).glob('*_*.log')) and f'run folder kept: {kept}' in err, err[-2000:]
     BAD_INPUTS['passed'] += 1
     return lines[0]
 
@@ -251,16 +255,19 @@ def test_scale_mismatch_between_data_and_network(workdir, demo_root):
     expect_error(train(workdir, opt), workdir, 'scale mismatch', 'network_g.upscale is 2', 'scale is 4')
 
 
-def test_corrupt_image_found_at_point_of_use_names_the_file(workdir):
-    """A truncated PNG has a valid header (preflight passes); loading it fails with the file named, and the
-    experiment folder the run created is removed (nothing half-written)."""
+@pytest.mark.parametrize('workers', [0, 2])
+def test_corrupt_image_found_at_point_of_use_names_the_file(workdir, workers):
+    """A truncated PNG has a valid header (preflight passes); loading it fails with that file named (not its GT
+    partner), in the main process or a DataLoader worker; the run folder with BasicSR's log is kept."""
     gt, lq = paired_folders(workdir / 'data', {f'im{i}': (16, 16) for i in range(3)})
     data = (Path(lq) / 'im1.png').read_bytes()
     (Path(lq) / 'im1.png').write_bytes(data[:len(data) // 2])
     opt = tiny_train()
     opt['datasets']['train'].update(dataroot_gt=gt, dataroot_lq=lq, io_backend={'type': 'disk'}, use_hflip=False,
-                                    use_rot=False, batch_size_per_gpu=3)
-    expect_error(train(workdir, opt), workdir, 'datasets.train', 'im1.png', 'cannot load')
+                                    use_rot=False, batch_size_per_gpu=3, num_worker_per_gpu=workers)
+    line = expect_error(train(workdir, opt), workdir, 'datasets.train', f'cannot load {lq}/im1.png',
+                        'truncated image', 'AttributeError', kept='experiments/bad')
+    assert 'HR/im1.png' not in line
 
 
 # ---- NaN / Inf loss ----
