@@ -32,6 +32,15 @@ def _plain_env(tmp_path: Path, *paths: Path) -> dict:
     return env
 
 
+def _hook_missing() -> str:
+    """Hint for a failure in an environment whose ddsr install predates the hook."""
+    import site
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    if any((Path(d) / f'{HOOK}.pth').is_file() for d in dirs):
+        return ''
+    return f' ({HOOK}.pth is in none of {dirs}: reinstall with `pip install --no-deps -e .`)'
+
+
 def _pairs(root: Path, n: int, lr: int = 12, scale: int = 4) -> None:
     rng = np.random.default_rng(0)
     for i in range(n):
@@ -49,7 +58,7 @@ def test_startup_hook_imports_nothing_but_makes_the_old_module_importable(tmp_pa
             'print(loaded, len(hooked), old is new, old.__name__)')
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
                          env=_plain_env(tmp_path))
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, res.stderr[-2000:] + _hook_missing()
     assert res.stdout.split() == ['[]', '1', 'True', 'torchvision.transforms._functional_tensor']
 
 
@@ -62,7 +71,7 @@ def test_import_basicsr_train_and_create_lmdb_without_ddsr(tmp_path):
     env = _plain_env(tmp_path, pkgs)
     res = subprocess.run([sys.executable, '-c', 'import basicsr, sys; print("ddsr" in sys.modules)'],
                          capture_output=True, text=True, timeout=120, env=env)
-    assert res.returncode == 0 and res.stdout.strip() == 'False', res.stderr[-2000:]
+    assert res.returncode == 0 and res.stdout.strip() == 'False', res.stderr[-2000:] + _hook_missing()
 
     _pairs(tmp_path / 'data', 4)
     # BasicSR's scripts/data_preparation/create_lmdb.py: scandir + make_lmdb_from_imgs
