@@ -271,3 +271,22 @@ def test_ctrl_c_before_the_first_checkpoint_keeps_the_run_folder(tmp_path):
     assert len(list(exp.glob('train_ctrlc_*.log'))) == 1 and (exp / 'ctrlc.yml').read_text().count('name: ctrlc') == 1
     assert list((tmp_path / 'tb_logger' / 'ctrlc').glob('events.out.tfevents.*'))
     assert not list(exp.rglob('*.state')) and not list(exp.rglob('*.pth'))
+
+
+def test_sigterm_to_torchrun_stops_both_workers_at_one_iteration(tmp_path):
+    """SLURM signals the launcher: torchrun passes SIGTERM on to its workers, which stop together and save once."""
+    yml = write_options(tmp_path / 'trun.yml', _opt(tmp_path, 'trun'))
+    exp = tmp_path / 'experiments' / 'trun'
+    proc = _popen([sys.executable, '-m', 'torch.distributed.run', '--nnodes=1', '--nproc_per_node=2',
+                   f'--master_port={_free_port()}', '-m', 'ddsr.train', '-opt', str(yml), '--launcher', 'pytorch'],
+                  tmp_path, ENV)
+    _wait_for_iter(proc, exp, random.Random(11).randint(5, 30))
+    proc.send_signal(signal.SIGTERM)
+    err = _finish(proc)
+    assert proc.returncode != 0  # torchrun reports its workers' non-zero exit (75) as a failure
+    printed = '\n'.join(line for line in err.splitlines() if ' INFO: ' not in line)  # the ranks' exit lines
+    stopped = [int(n) for n in re.findall(r'preempted \(SIGTERM\) after iteration (\d+)', printed)]
+    assert len(stopped) == 2 and stopped[0] == stopped[1], err[-3000:]  # rank 0 and rank 1, one iteration
+    n = stopped[0]
+    assert _states(exp) == [n] and printed.count('training state saved to') == 1 and '(rank 1; rank 0 saved)' in printed
+    assert checkpoint.load_training_state(str(exp / 'training_states' / f'{n}.state'), 'cpu')['iter'] == n
