@@ -3,6 +3,8 @@
 train: 96x96 HR sub-images (step 64) of astronaut, rocket, motorcycle (left view) and immunohistochemistry,
        with MATLAB-bicubic LR for x2/x3/x4, meta_info.txt, and LMDBs of each.
 val:   held-out photos (chelsea, coffee), whole, modcropped to 12 (so x2, x3 and x4 all divide), same layout.
+eval:  a larger held-out set (:func:`build_eval_data`, its own root ``datasets/demo_eval``, built on demand):
+       every natural photograph scikit-image bundles that is not in train, see ``EVAL_PHOTOS``.
 
 The build goes to a temporary sibling folder and is renamed into place at the end, so an interrupted build
 never leaves a half-written data set; an existing complete build is kept (idempotent).
@@ -28,10 +30,26 @@ TRAIN_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
     'ihc': skdata.immunohistochemistry,
 }
 VAL_PHOTOS: dict[str, Callable[[], np.ndarray]] = {'chelsea': skdata.chelsea, 'coffee': skdata.coffee}
+# Every photograph of a real scene bundled with scikit-image (no download) that is not in TRAIN_PHOTOS. Left out:
+# motorcycle_right (the other stereo view of a training photo), microscopy (cell, the training ihc), the document
+# scan page, synthetic or binary images (horse, logo, checkerboard, colorwheel, phantom, binary_blobs), lfw_subset
+# (25x25 faces), and every image scikit-image fetches from the internet (eagle, lily, kidney, skin, ...).
+# Grayscale photos become 3 equal channels. Chosen here: each is centre-cropped to at most EVAL_MAX_SIDE (the
+# telescope and fundus photos are 872x1000 and 1411x1411) so that one evaluation costs seconds on a CPU.
+EVAL_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
+    **VAL_PHOTOS,
+    'camera': skdata.camera, 'coins': skdata.coins, 'moon': skdata.moon, 'text': skdata.text, 'clock': skdata.clock,
+    'brick': skdata.brick, 'grass': skdata.grass, 'gravel': skdata.gravel,
+    'hubble_deep_field': skdata.hubble_deep_field, 'retina': skdata.retina, 'microaneurysms': skdata.microaneurysms,
+}
+EVAL_ROOT = osp.join('datasets', 'demo_eval')
+EVAL_MAX_SIDE = 480
 _COMPLETE = '.complete'
 
 
 def _bgr(rgb: np.ndarray) -> np.ndarray:
+    if rgb.ndim == 2:  # grayscale photo: 3 equal channels
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
     return np.ascontiguousarray(rgb[..., :3][..., ::-1])
 
 
@@ -50,7 +68,19 @@ def _val_images() -> dict[str, np.ndarray]:
     return {name: modcrop(_bgr(load()), lcm) for name, load in VAL_PHOTOS.items()}
 
 
-def _write_split(split_dir: str, images: dict[str, np.ndarray]) -> None:
+def _eval_images() -> dict[str, np.ndarray]:
+    lcm = int(np.lcm.reduce(SCALES))
+    images = {}
+    for name, load in EVAL_PHOTOS.items():
+        img = _bgr(load())
+        h, w = img.shape[:2]
+        ch, cw = min(h, EVAL_MAX_SIDE), min(w, EVAL_MAX_SIDE)
+        y, x = (h - ch) // 2, (w - cw) // 2
+        images[name] = modcrop(img[y:y + ch, x:x + cw], lcm)
+    return images
+
+
+def _write_split(split_dir: str, images: dict[str, np.ndarray], lmdb: bool = True) -> None:
     hr_dir = osp.join(split_dir, 'HR')
     os.makedirs(hr_dir)
     for scale in SCALES:
@@ -64,6 +94,8 @@ def _write_split(split_dir: str, images: dict[str, np.ndarray]) -> None:
             write_png(osp.join(split_dir, 'LR_bicubic', f'X{scale}', name), bicubic_lr(hr, scale))
     with open(osp.join(split_dir, 'meta_info.txt'), 'w') as f:
         f.writelines(f'{name}\n' for name in names)
+    if not lmdb:
+        return
     folder_to_lmdb(hr_dir, osp.join(split_dir, 'HR.lmdb'), names)
     for scale in SCALES:
         folder_to_lmdb(osp.join(split_dir, 'LR_bicubic', f'X{scale}'), osp.join(split_dir, f'LR_bicubic_X{scale}.lmdb'),
@@ -83,6 +115,25 @@ def build_demo_data(root: str = DEMO_ROOT, force: bool = False) -> str:
     try:
         _write_split(osp.join(tmp, 'train'), _train_images())
         _write_split(osp.join(tmp, 'val'), _val_images())
+        open(osp.join(tmp, _COMPLETE), 'w').close()
+        if osp.exists(root):
+            shutil.rmtree(root)
+        os.makedirs(osp.dirname(osp.abspath(root)), exist_ok=True)
+        os.replace(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def build_eval_data(root: str = EVAL_ROOT, force: bool = False) -> str:
+    """Build the held-out evaluation split (``EVAL_PHOTOS``: HR/ and LR_bicubic/X{2,3,4}/ PNG folders, no LMDB) at
+    ``root``, the same way as :func:`build_demo_data` (atomic, idempotent); returns ``root``."""
+    if is_built(root) and not force:
+        return root
+    tmp = f'{root.rstrip(os.sep)}.tmp-{os.getpid()}'
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_split(tmp, _eval_images(), lmdb=False)
         open(osp.join(tmp, _COMPLETE), 'w').close()
         if osp.exists(root):
             shutil.rmtree(root)
