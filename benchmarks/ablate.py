@@ -1,0 +1,637 @@
+"""Does each method component help? Seeded, paired ablations with 95% t-intervals over seeds.
+
+Every run is a real ``basicsr train`` (``python -m ddsr.cli basicsr train -opt X.yml``) from an option file this
+script writes into ``--workdir`` (kept, with each run's log, so a result can be traced to its options). Paired
+variants share the data, iterations and ``manual_seed`` (so the same initialisation where the architecture is the
+same, and the same patch order); seeds are 0 .. N-1. Each final network (and the checkpoint at half its iterations,
+a second, smaller budget of the same run before the last learning-rate decay) is scored by the mean Y-PSNR
+(border = scale) over the held-out ``eval`` split (:func:`ddsr.data.demo.build_eval_data`, 13 photographs none of
+which is in training). The report gives mean +- std of each variant and the paired difference (component minus
+baseline) with its 95% t-interval (:mod:`ddsr.bench.stats`).
+
+Comparisons (student: the DIPNet demo student, x4, options/demo/DIPNet/03_distill_x4.yml; teacher: the official
+DDistill-SR x4 weights when ``../shared/pretrained`` holds them, else a BasicSR EDSR trained here first):
+
+1a. enhanced-HR KD (DIPNet: the teacher's outputs replace the GT, L1) vs GT-only L1, same train-form student;
+1b. Laplacian-pyramid KD (Jiang et al.: L_dis(S, T) + 0.1 L1(S, HR)) vs GT-only, same student;
+2.  multi-anchor feature KD (4 anchors, 1x1 adapters, L1, weight 0.1) on top of enhanced-HR KD vs enhanced-HR KD;
+3.  structural reparameterization: train form (deploy: false, scored as is; it equals its fused deploy form up to
+    float error) vs the same deploy architecture trained directly, both GT-only;
+4.  iterative pruning + fine-tuning (PruneSRModel, 2 steps of 25% of the middle width, 28 -> 21 -> 15, from the
+    deploy-form GT-only run of 3.) vs the pruned widths trained from scratch for the same total iterations;
+5.  progressive patch sizes (64 -> 72 -> 80 -> 96) vs fixed 96, both with enhanced-HR KD;
+6.  the EDSRmini compression chain as released in options/demo/EDSRmini (dense teacher with proximal L1, compress,
+    KD 03_distill) vs its 03_scratch baseline (the option files as they stand in this checkout).
+
+    python benchmarks/ablate.py                       # default CPU profile, 3 seeds, 2 runs in parallel
+    python benchmarks/ablate.py --profile long --device cuda --jobs 4
+    python benchmarks/ablate.py --only 3,5 --seeds 2 --iters 20   # a subset, shorter
+
+A finished run (its ``done.json``) is never retrained, so an interrupted invocation continues where it stopped.
+Results: ``<results>/ablations_<profile>.json`` (every per-seed PSNR, wall time and load average) and
+``<results>/ablations.md`` + ``ablations_<profile>.png`` re-rendered from every profile's JSON found there.
+"""
+import argparse
+import contextlib
+import fcntl
+import json
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import ddsr  # noqa: E402,F401  (compat + registration)
+from ddsr.bench.stats import paired_interval  # noqa: E402
+
+PRETRAINED = REPO.parent / 'shared' / 'pretrained' / 'DDistill-SRx4_inference.pth'
+PRETRAINED_TEACHER = {'type': 'DDistillSR', 'num_feat': 56, 'dyn_dim': 16, 'upscale': 4, 'deploy': True}
+# Fallback teacher (no pretrained weights): benchmarks/distill_experiment.py's.
+TRAINED_TEACHER = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 8, 'upscale': 4,
+                   'img_range': 1.0}
+# The demo student of options/demo/DIPNet/03_distill_x4.yml (train form; deploy: true for the deploy form).
+STUDENT = {'type': 'DIPNet', 'num_feat': 32, 'num_mid': 28, 'num_block': 4, 'esa_channels': 16, 'upscale': 4,
+           'expand_width': 64}
+PRUNE_RATIO, PRUNE_STEPS = 0.25, 2  # chosen here: two steps (28 -> 21 -> 15) fit the short default budget
+TRAIN_HR, TRAIN_LR = 'datasets/demo/train/HR', 'datasets/demo/train/LR_bicubic/X4'
+VAL_HR, VAL_LR = 'datasets/demo/val/HR', 'datasets/demo/val/LR_bicubic/X4'
+EVAL_DIR = 'datasets/demo_eval'
+EDSR_DEMO = REPO / 'options' / 'demo' / 'EDSRmini'
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Iterations of one profile (each variant of a comparison gets the same)."""
+    iters: int  # DIPNet-student runs (comparisons 1-5)
+    prune_iters: int  # iterative pruning + fine-tuning (4); the scratch baseline gets iters + prune_iters
+    chain_teacher_iters: int  # EDSRmini 01_prune (6)
+    chain_iters: int  # EDSRmini 03_distill and 03_scratch (6)
+    teacher_iters: int  # fallback teacher only (no pretrained weights)
+    batch: int = 8
+
+
+PROFILES = {
+    # chosen here: what 3 seeds x 10 variants allow in about an hour on 2 CPU cores shared with other jobs (load
+    # ~10 at nice 5 measured: ~12x an idle core's time per iteration); the released EDSRmini demo uses 300 + 300.
+    'default': Profile(iters=100, prune_iters=60, chain_teacher_iters=100, chain_iters=100, teacher_iters=3000),
+    # for a GPU: the issue's 20-50k iterations per variant
+    'long': Profile(iters=20000, prune_iters=8000, chain_teacher_iters=20000, chain_iters=20000, teacher_iters=50000,
+                    batch=16),
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    key: str
+    title: str
+    baseline: str
+    variant: str
+    half_budget: bool = True  # also compared at half the iterations (same runs, earlier checkpoint)
+
+
+COMPARISONS = [
+    Comparison('1a', 'enhanced-HR KD vs GT-only', 'gt', 'enh'),
+    Comparison('1b', 'Laplacian-pyramid KD vs GT-only', 'gt', 'lap'),
+    Comparison('2', 'feature KD (4 anchors) on top of enhanced-HR KD', 'enh', 'enh_feat'),
+    Comparison('3', 'reparameterization: train form vs deploy form trained directly', 'gt_deploy', 'gt'),
+    Comparison('4', 'iterative pruning + fine-tune vs pruned widths from scratch', 'prune_scratch', 'prune', False),
+    Comparison('5', 'progressive patch sizes vs fixed 96 (with enhanced-HR KD)', 'enh', 'enh_prog'),
+    Comparison('6', 'EDSRmini chain as released: compressed + KD vs from scratch', 'chain_scratch', 'chain_distill'),
+]
+# variant -> runs it needs, in order (one chain per seed; the last run is the one scored)
+CHAINS = {'gt': ['gt'], 'enh': ['enh'], 'lap': ['lap'], 'enh_feat': ['enh_feat'], 'enh_prog': ['enh_prog'],
+          'gt_deploy': ['gt_deploy'], 'prune': ['gt_deploy', 'prune'], 'prune_scratch': ['prune_scratch'],
+          'chain_distill': ['chain_teacher', 'chain_compress', 'chain_distill'], 'chain_scratch': ['chain_scratch']}
+NEEDS_ENHANCED = {'enh', 'lap', 'enh_feat', 'enh_prog'}
+COST = {'chain_distill': 6, 'enh_feat': 5, 'prune': 4, 'lap': 3, 'gt': 3, 'enh': 3, 'prune_scratch': 2,
+        'chain_scratch': 2, 'enh_prog': 2, 'gt_deploy': 2}  # rough relative cost: longest chains start first
+
+
+# ----------------------------------------------------------------------------------------------- option files
+
+def _dataset(batch: int, enhanced: str | None = None) -> dict:
+    ds = {'name': 'demo_train', 'type': 'PairedImageDataset', 'dataroot_gt': TRAIN_HR, 'dataroot_lq': TRAIN_LR,
+          'io_backend': {'type': 'disk'}, 'gt_size': 96, 'use_hflip': True, 'use_rot': True,
+          'num_worker_per_gpu': 0, 'batch_size_per_gpu': batch, 'dataset_enlarge_ratio': 1, 'prefetch_mode': None}
+    if enhanced:
+        ds.update(type='EnhancedPairedImageDataset', dataroot_enhanced=enhanced)
+    return ds
+
+
+def _train(iters: int, lr: float = 1e-3, milestone: float | None = 0.75, **losses) -> dict:
+    # Adam 1e-3, halved at 3/4 of the run: the DIPNet demo files (450 of 600, 800 of 1100 iterations)
+    milestones = [max(1, round(iters * milestone))] if milestone else [10 ** 9]
+    return {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': lr, 'betas': [0.9, 0.99]},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': milestones, 'gamma': 0.5}, 'total_iter': iters,
+            'warmup_iter': -1, **losses}
+
+
+def _base(name: str, seed: int, num_gpu: int, iters: int, model: str = 'SRModel', scale: int = 4) -> dict:
+    return {'name': name, 'model_type': model, 'scale': scale, 'num_gpu': num_gpu, 'manual_seed': seed,
+            'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+            'logger': {'print_freq': max(1, iters // 4), 'save_checkpoint_freq': max(1, iters // 2),
+                       'use_tb_logger': False}}
+
+
+def _with_val(opt: dict, iters: int) -> dict:
+    opt['datasets']['val'] = {'name': 'demo_val', 'type': 'PairedImageDataset', 'dataroot_gt': VAL_HR,
+                              'dataroot_lq': VAL_LR, 'io_backend': {'type': 'disk'}}
+    opt['val'] = {'val_freq': iters, 'save_img': False,
+                  'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': True}}}
+    return opt
+
+
+def pruned_widths() -> list[int]:
+    from ddsr.compress.dipnet_prune import iterative_schedule
+    return [iterative_schedule(STUDENT['num_mid'], PRUNE_RATIO, PRUNE_STEPS)[-1]] * STUDENT['num_block']
+
+
+def dipnet_options(run: str, name: str, seed: int, prof: Profile, num_gpu: int, enhanced: str, teacher: dict,
+                   teacher_path: str, exp: dict[str, str]) -> dict:
+    """Option dict of one DIPNet-student run (``run`` in gt, enh, lap, enh_feat, enh_prog, gt_deploy, prune,
+    prune_scratch); ``exp`` maps earlier runs of the same seed to their experiment names."""
+    it = prof.iters
+    train_form = dict(STUDENT, deploy=False)
+    if run in ('gt', 'gt_deploy'):
+        opt = _base(name, seed, num_gpu, it)
+        opt.update(datasets={'train': _dataset(prof.batch)}, network_g=dict(STUDENT, deploy=run == 'gt_deploy'),
+                   train=_train(it, pixel_opt={'type': 'L1Loss', 'loss_weight': 1.0}))
+    elif run in ('enh', 'lap', 'enh_feat', 'enh_prog'):
+        opt = _base(name, seed, num_gpu, it, 'DistillSRModel')
+        if run == 'lap':  # Jiang et al.: L = L_dis(S, T) + 0.1 * L1(S, HR), as options/demo/EDSRmini/03_distill
+            losses = {'pixel_opt': {'type': 'L1Loss', 'loss_weight': 0.1},
+                      'distill_opt': {'type': 'LapPyramidLoss', 'loss_weight': 1.0}}
+        else:  # DIPNet: the enhanced HR replaces the GT (options/demo/DIPNet/03_distill_x4.yml)
+            losses = {'enhanced_opt': {'type': 'L1Loss', 'loss_weight': 1.0}}
+        if run == 'enh_feat':  # options/demo/DIPNet/03_distill_x4.yml: 4 anchors, L1, weight 0.1
+            anchors = ['B1', 'B2', 'B3', 'B4'] if teacher['type'] == 'DDistillSR' else ['body.1', 'body.3', 'body.5',
+                                                                                          'body.7']
+            losses['feature_opt'] = {'type': 'FeatureDistillLoss', 'criterion': 'l1', 'loss_weight': 0.1,
+                                     'student_anchors': ['block_1', 'block_2', 'block_3', 'block_4'],
+                                     'teacher_anchors': anchors}
+        if run == 'enh_prog':  # options/demo/DIPNet/03_distill_x4.yml: 64 -> 72 -> 80 -> 96 at 1/4, 1/2, 3/4
+            losses['progressive'] = {'milestones': [max(1, it * k // 4) for k in (1, 2, 3)],
+                                     'gt_size': [64, 72, 80, 96]}
+        opt.update(datasets={'train': _dataset(prof.batch, enhanced)}, network_g=train_form, train=_train(it, **losses))
+        if run == 'enh_feat':
+            opt['network_t'] = dict(teacher)
+            # the official weights are a plain state dict (param_key_t: null, BasicSR's load_network reads it whole)
+            opt['path'].update(pretrain_network_t=teacher_path, strict_load_t=True,
+                               param_key_t=None if teacher_path == str(PRETRAINED) else 'params')
+    elif run == 'prune':  # options/demo/DIPNet/05_prune_x4.yml: Adam 2e-4 constant, L1, max_psnr_drop off here
+        pit = prof.prune_iters
+        opt = _base(name, seed, num_gpu, pit, 'PruneSRModel')
+        opt.update(datasets={'train': _dataset(prof.batch)}, network_g=dict(STUDENT, deploy=True),
+                   prune={'mode': 'iterative', 'ratio': PRUNE_RATIO, 'step_iters': max(1, pit // 4),
+                          'steps': PRUNE_STEPS, 'max_psnr_drop': None},
+                   train=_train(pit, lr=2e-4, milestone=None, pixel_opt={'type': 'L1Loss', 'loss_weight': 1.0}))
+        opt['path'].update(pretrain_network_g=f'experiments/{exp["gt_deploy"]}/models/net_g_latest.pth',
+                           param_key_g='params')
+        _with_val(opt, pit)
+    elif run == 'prune_scratch':
+        total = it + prof.prune_iters
+        opt = _base(name, seed, num_gpu, total)
+        opt.update(datasets={'train': _dataset(prof.batch)},
+                   network_g=dict(STUDENT, deploy=True, mid_channels=pruned_widths()),
+                   train=_train(total, pixel_opt={'type': 'L1Loss', 'loss_weight': 1.0}))
+    else:
+        raise ValueError(run)
+    return opt
+
+
+def chain_options(run: str, name: str, seed: int, prof: Profile, num_gpu: int, exp: dict[str, str]) -> dict:
+    """options/demo/EDSRmini/{01_prune,02_compress,03_distill,03_scratch}_x2.yml with this run's name, seed,
+    iterations and the paths of the same seed's earlier stages; their validation is dropped (scored here)."""
+    file = {'chain_teacher': '01_prune_x2.yml', 'chain_compress': '02_compress_x2.yml',
+            'chain_distill': '03_distill_x2.yml', 'chain_scratch': '03_scratch_x2.yml'}[run]
+    opt = yaml.safe_load((EDSR_DEMO / file).read_text())
+    iters = {'chain_teacher': prof.chain_teacher_iters, 'chain_compress': 0}.get(run, prof.chain_iters)
+    opt.update(name=name, manual_seed=seed, num_gpu=num_gpu)
+    opt['datasets'].pop('val', None)
+    opt.pop('val', None)
+    opt['train']['total_iter'] = iters
+    opt['datasets']['train']['batch_size_per_gpu'] = prof.batch
+    opt['logger'].update(print_freq=max(1, iters // 4), save_checkpoint_freq=max(1, iters // 2))
+    if run == 'chain_compress':
+        opt['path']['pretrain_network_g'] = f'experiments/{exp["chain_teacher"]}/models/net_g_latest.pth'
+    if run == 'chain_distill':
+        opt['path']['pretrain_network_g'] = f'experiments/{exp["chain_compress"]}/models/net_g_compact.pth'
+        opt['path']['pretrain_network_t'] = f'experiments/{exp["chain_teacher"]}/models/net_g_latest.pth'
+    return opt
+
+
+# ------------------------------------------------------------------------------------------------- running
+
+@dataclass
+class Harness:
+    """Trains and scores the runs of one profile in ``workdir`` (one instance per worker process)."""
+    workdir: Path
+    prof: Profile
+    profile: str
+    device: str
+    teacher: dict = field(default_factory=dict)
+    teacher_path: str = ''
+    teacher_label: str = ''
+    enhanced: str = ''
+    nice: int = 5
+    eval_limit: int | None = None  # score on the first N eval photographs only (quick checks)
+
+    @property
+    def num_gpu(self) -> int:
+        return 1 if self.device == 'cuda' else 0
+
+    def train(self, opt: dict) -> dict:
+        """Run ``basicsr train`` on ``opt`` in this process (:func:`ddsr.cli.run_pipeline`, BasicSR's own
+        pipeline; one interpreter per worker saves the ~10 s start-up of a subprocess per run) unless an earlier
+        invocation finished it; returns its ``done.json`` (iterations, wall time, load average)."""
+        name = opt['name']
+        runs = self.workdir / 'runs'
+        with open(runs / f'{name}.lock', 'w') as lock:  # gt_deploy is shared by two chains: train it once
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            done = runs / f'{name}.done.json'
+            if done.is_file():
+                return json.loads(done.read_text())
+            yml = self.workdir / 'options' / f'{name}.yml'
+            yml.write_text(yaml.safe_dump(opt, sort_keys=False))
+            load0, start = os.getloadavg()[0], time.time()
+            log = self.workdir / 'logs' / f'{name}.log'
+            from ddsr.cli import run_pipeline
+            with open(log, 'a') as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                try:
+                    code = run_pipeline('train', ['-opt', str(yml)])
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 1
+            if code:
+                raise RuntimeError(f'basicsr train -opt {yml} failed (exit {code}); log {log}:\n'
+                                   f'{log.read_text()[-1500:]}')
+            info = {'name': name, 'iters': opt['train']['total_iter'], 'wall_s': time.time() - start,
+                    'load_start': load0, 'load_end': os.getloadavg()[0]}
+            done.write_text(json.dumps(info))
+            return info
+
+    def prepare_teacher(self, teacher_mode: str) -> None:
+        """The KD teacher and its outputs on the training LR set (enhanced HR, written once per workdir)."""
+        if teacher_mode == 'auto' and PRETRAINED.is_file():
+            self.teacher, self.teacher_path = dict(PRETRAINED_TEACHER), str(PRETRAINED)
+            self.teacher_label = 'DDistill-SR x4, official pretrained weights (DF2K)'
+        else:
+            opt = _base('abl_teacher', 0, self.num_gpu, self.prof.teacher_iters)
+            opt.update(datasets={'train': dict(_dataset(16), gt_size=64)}, network_g=dict(TRAINED_TEACHER),
+                       train=_train(self.prof.teacher_iters, pixel_opt={'type': 'L1Loss', 'loss_weight': 1.0}))
+            print(f'Teacher: training EDSR nf64 nb8 for {self.prof.teacher_iters} iterations', flush=True)
+            self.train(opt)
+            self.teacher = dict(TRAINED_TEACHER)
+            self.teacher_path = str(self.workdir / 'experiments/abl_teacher/models/net_g_latest.pth')
+            self.teacher_label = f'EDSR nf64 nb8 trained here ({self.prof.teacher_iters} iterations, seed 0)'
+        enhanced = self.workdir / 'enhanced_X4'
+        made_by = f'{self.teacher} {self.teacher_path}'
+        marker = enhanced / '.made_by'
+        if not (marker.is_file() and marker.read_text() == made_by):
+            args = [f'{k}={v}' for k, v in self.teacher.items() if k != 'type']
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get(
+                'PYTHONPATH')])]))
+            with open(self.workdir / 'logs' / 'enhanced_hr.log', 'a') as log:
+                subprocess.run([sys.executable, '-m', 'ddsr.cli', 'make-enhanced-hr', '--arch', self.teacher['type'],
+                                '--arch-args', *args, '--weights', self.teacher_path, '--param-key', 'params',
+                                '--lq', TRAIN_LR, '-o', str(enhanced), '--device', self.device],
+                               cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env, check=True,
+                               preexec_fn=lambda: os.nice(self.nice))
+            marker.write_text(made_by)
+        self.enhanced = str(enhanced)
+
+    def run_chain(self, variant: str, seed: int) -> dict:
+        """Train the runs of ``variant`` for ``seed`` (skipping finished ones) and score the last: the record
+        ``{'runs': [done.json ...], 'psnr': {iter: dB}, 'wall_s'}``."""
+        exp: dict[str, str] = {}
+        infos = []
+        for run in CHAINS[variant]:
+            name = f'abl_{self.profile}_{run}_s{seed}'
+            if run.startswith('chain_'):
+                opt = chain_options(run, name, seed, self.prof, self.num_gpu, exp)
+            else:
+                opt = dipnet_options(run, name, seed, self.prof, self.num_gpu, self.enhanced, self.teacher,
+                                     self.teacher_path, exp)
+            exp[run] = name
+            infos.append(self.train(opt))
+        return {'runs': infos, 'psnr': self.score(exp[CHAINS[variant][-1]], variant),
+                'wall_s': sum(i['wall_s'] for i in infos)}
+
+    def score(self, name: str, variant: str) -> dict[str, float]:
+        """Mean eval Y-PSNR of every saved checkpoint ``net_g_<iter>.pth`` of run ``name`` ({iter: dB})."""
+        models = self.workdir / 'experiments' / name / 'models'
+        scale = 2 if variant.startswith('chain_') else 4
+        arch = yaml.safe_load((self.workdir / 'options' / f'{name}.yml').read_text())['network_g']
+        out = {}
+        for path in sorted(models.glob('net_g_*.pth')):
+            step = path.stem[len('net_g_'):]
+            if step.isdigit():
+                out[step] = eval_psnr(load_network(path, arch), self.workdir, scale, self.device, self.eval_limit)
+        return out
+
+
+_WORKER: Harness | None = None
+
+
+def _init_worker(harness: Harness) -> None:
+    """Worker process set-up: lower priority, one torch thread on a CPU, cwd = the workdir (BasicSR's root)."""
+    global _WORKER
+    os.nice(harness.nice)
+    if harness.device == 'cpu':
+        torch.set_num_threads(1)
+    os.chdir(harness.workdir)
+    _WORKER = harness
+
+
+def _run_job(variant: str, seed: int) -> tuple[str, int, dict | None, str]:
+    try:
+        return variant, seed, _WORKER.run_chain(variant, seed), ''
+    except Exception as err:  # reported by the parent; the other variants stay useful
+        return variant, seed, None, f'{type(err).__name__}: {err}'
+
+
+def load_network(path: Path, arch: dict | None) -> torch.nn.Module:
+    """The network of a checkpoint: built from its own 'arch' when self-describing, else from ``arch``."""
+    from ddsr.bench.models import load_weights
+    from ddsr.compress.compact import build, checkpoint_arch
+    net = build(checkpoint_arch(str(path)) or arch)
+    return load_weights(net, str(path), 'params').eval()
+
+
+_EVAL_CACHE: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def eval_pairs(workdir: Path, scale: int, limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(LR, HR) BGR uint8 pairs of the eval split at ``scale`` (the first ``limit`` in name order, if given)."""
+    key = (str(workdir), scale)
+    if key not in _EVAL_CACHE:
+        root = workdir / EVAL_DIR
+        _EVAL_CACHE[key] = [(cv2.imread(str(root / 'LR_bicubic' / f'X{scale}' / p.name)), cv2.imread(str(p)))
+                            for p in sorted((root / 'HR').glob('*.png'))]
+    return _EVAL_CACHE[key][:limit]
+
+
+def eval_psnr(net: torch.nn.Module, workdir: Path, scale: int, device: str = 'cpu', limit: int | None = None) -> float:
+    """Mean Y-PSNR (border = scale, as BasicSR's validation) of ``net`` over the eval split."""
+    from basicsr.metrics import calculate_psnr
+
+    from ddsr.bench.quality import super_resolve
+    net = net.to(device)
+    values = [calculate_psnr(super_resolve(net, lr, scale, device), hr, crop_border=scale, test_y_channel=True)
+              for lr, hr in eval_pairs(workdir, scale, limit)]
+    return float(np.mean(values))
+
+
+def reference_psnrs(h: Harness) -> dict[str, float]:
+    """Bicubic (MATLAB-style) at x4 and x2 and the KD teacher at x4, on the eval split, for scale."""
+    from basicsr.metrics import calculate_psnr
+    from basicsr.utils import img2tensor, tensor2img
+    from basicsr.utils.matlab_functions import imresize
+    out = {}
+    for scale in (4, 2):
+        vals = []
+        for lr, hr in eval_pairs(h.workdir, scale, h.eval_limit):
+            up = imresize(lr.astype(np.float32) / 255., scale)
+            up = tensor2img(img2tensor(np.clip(up, 0, 1), bgr2rgb=False), rgb2bgr=False)
+            vals.append(calculate_psnr(up, hr, crop_border=scale, test_y_channel=True))
+        out[f'bicubic_x{scale}'] = float(np.mean(vals))
+    if h.teacher:
+        from ddsr.compress.compact import build
+        out['teacher_x4'] = eval_psnr(load_network_plain(build(h.teacher), h.workdir / h.teacher_path
+                                                         if not os.path.isabs(h.teacher_path) else
+                                                         Path(h.teacher_path)), h.workdir, 4, h.device,
+                                     h.eval_limit)
+    return out
+
+
+def load_network_plain(net: torch.nn.Module, path: Path) -> torch.nn.Module:
+    from ddsr.bench.models import load_weights
+    return load_weights(net, str(path), 'params').eval()
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+
+def analyse(data: dict) -> list[dict]:
+    """One row per comparison and budget with :func:`paired_interval` over the seeds both variants finished."""
+    rows = []
+    runs = data.get('runs', {})
+    for comp in COMPARISONS:
+        a_runs, b_runs = runs.get(comp.baseline, {}), runs.get(comp.variant, {})
+        seeds = sorted(set(a_runs) & set(b_runs), key=int)
+        if not seeds:
+            continue
+        steps_a = [sorted(a_runs[s]['psnr'], key=int) for s in seeds]
+        steps_b = [sorted(b_runs[s]['psnr'], key=int) for s in seeds]
+        budgets = [('final', -1)] + ([('half', 0)] if comp.half_budget and len(steps_a[0]) > 1 else [])
+        for label, idx in budgets:
+            a = [a_runs[s]['psnr'][st[idx]] for s, st in zip(seeds, steps_a, strict=True)]
+            b = [b_runs[s]['psnr'][st[idx]] for s, st in zip(seeds, steps_b, strict=True)]
+            stats = paired_interval(a, b)
+            rows.append({'key': comp.key, 'title': comp.title, 'budget': label, 'baseline_name': comp.baseline,
+                         'variant_name': comp.variant, 'seeds': [int(s) for s in seeds],
+                         'iters_baseline': int(steps_a[0][idx]), 'iters_variant': int(steps_b[0][idx]),
+                         'wall_baseline': float(np.mean([a_runs[s]['wall_s'] for s in seeds])),
+                         'wall_variant': float(np.mean([b_runs[s]['wall_s'] for s in seeds])),
+                         'a': a, 'b': b, **stats})
+    return rows
+
+
+def _fmt(ms: tuple[float, float]) -> str:
+    return f'{ms[0]:.3f} ± {ms[1]:.3f}' if not math.isnan(ms[1]) else f'{ms[0]:.3f}'
+
+
+def render(results_dir: Path) -> str:
+    """ablations.md from every ablations_<profile>.json in ``results_dir`` (and one PNG per profile)."""
+    parts = ['# Ablations: does each component help?', '',
+             'Generated by `python benchmarks/ablate.py` (method, variants and sources in its docstring; the '
+             'summary is docs/ablations.md). Each number is the mean Y-PSNR (dB, border = scale) over the held-out '
+             'photographs of the `eval` split (ddsr/data/demo.py; 13 unless the profile says otherwise); '
+             'difference = variant − baseline per seed, 95% Student t-interval over seeds; **bold** = the '
+             'interval excludes 0. "half" = the '
+             'checkpoint at half the iterations of the same runs (before the last learning-rate decay).', '']
+    for path in sorted(results_dir.glob('ablations_*.json')):
+        data = json.loads(path.read_text())
+        rows = analyse(data)
+        meta = data.get('meta', {})
+        parts += [f'## Profile `{meta.get("profile", path.stem)}`', '',
+                  f'- machine: {meta.get("machine", "?")}; device {meta.get("device", "?")}; '
+                  f'{meta.get("jobs", "?")} runs in parallel, one thread each (CPU)',
+                  f'- load average (`uptime`) at start / end: {meta.get("uptime_start", "?")} / '
+                  f'{meta.get("uptime_end", "?")}; total wall time {meta.get("wall_s", 0) / 60:.1f} min',
+                  f'- iterations: {meta.get("profile_values", {})}',
+                  f'- KD teacher: {meta.get("teacher", "?")}',
+                  '- reference eval PSNRs: ' + ', '.join(f'{k} {v:.3f} dB' for k, v in
+                                                           meta.get('reference', {}).items()),
+                  f'- seeds: {meta.get("seeds", "?")}; eval photographs: {meta.get("eval_images", "?")}', '']
+        if rows:
+            parts += ['| # | comparison | budget | iters (base / var) | baseline | variant | difference | 95% CI | '
+                      'n | wall s (base / var) |', '|---|---|---|---|---|---|---|---|---|---|']
+            for r in rows:
+                diff = f'{r["mean_diff"]:+.3f}'
+                ci = f'[{r["low"]:+.3f}, {r["high"]:+.3f}]'
+                if r['excludes_zero']:
+                    diff, ci = f'**{diff}**', f'**{ci}**'
+                parts.append(f'| {r["key"]} | {r["title"]} ({r["variant_name"]} vs {r["baseline_name"]}) | '
+                             f'{r["budget"]} | '
+                             f'{r["iters_baseline"]} / {r["iters_variant"]} | {_fmt(r["baseline"])} | '
+                             f'{_fmt(r["variant"])} | {diff} | {ci} | {r["n"]} | '
+                             f'{r["wall_baseline"]:.0f} / {r["wall_variant"]:.0f} |')
+            parts += ['', 'Per-seed values (baseline → variant, dB):', '']
+            for r in rows:
+                pairs = ', '.join(f's{s}: {a:.3f} → {b:.3f}' for s, a, b in zip(r['seeds'], r['a'], r['b'],
+                                                                               strict=True))
+                parts.append(f'- {r["key"]} {r["budget"]}: {pairs}')
+            png = results_dir / f'{path.stem}.png'
+            plot(rows, png, meta.get('profile', ''))
+            parts += ['', f'![differences with 95% intervals]({png.name})', '']
+        if data.get('failed'):
+            parts += ['Failed runs:', ''] + [f'- {f}' for f in data['failed']] + ['']
+        if meta.get('notes'):
+            parts += [meta['notes'], '']
+    return '\n'.join(parts) + '\n'
+
+
+def plot(rows: list[dict], png: Path, profile: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    labels = []
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        err = r['half_width'] if not math.isnan(r['half_width']) else 0
+        color = 'tab:blue' if r['budget'] == 'final' else 'tab:gray'
+        ax.errorbar(r['mean_diff'], y, xerr=err, fmt='o', color=color, capsize=3)
+        ax.plot(r['diffs'], [y] * len(r['diffs']), 'x', color=color, alpha=0.5, ms=4)
+        labels.append((y, f'{r["key"]} {r["variant_name"]} − {r["baseline_name"]} '
+                          f'({r["budget"]}, {r["iters_variant"]} it)'))
+    ax.axvline(0, color='k', lw=0.8)
+    ax.set_yticks([y for y, _ in labels], [t for _, t in labels], fontsize=8)
+    ax.set_xlabel('PSNR difference (dB), mean and 95% t-interval over seeds; x = single seeds')
+    ax.set_title(f'ddsr ablations, profile {profile}', fontsize=10)
+    fig.tight_layout()
+    tmp = png.with_suffix('.png.tmp')
+    fig.savefig(tmp, dpi=110, format='png')
+    plt.close(fig)
+    os.replace(tmp, png)
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+def _uptime() -> str:
+    return ', '.join(f'{v:.2f}' for v in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--profile', choices=sorted(PROFILES), default='default', help='iteration budgets')
+    parser.add_argument('--seeds', type=int, default=3, help='seeds 0..N-1 per variant (default 3)')
+    parser.add_argument('--iters', type=int, help='override every iteration count of the profile with this '
+                        '(prune_iters: half of it); results are then kept under profile name <profile>-<iters>')
+    parser.add_argument('--only', help='comma-separated comparison keys (1a,1b,2,3,4,5,6; "1" = 1a,1b)')
+    parser.add_argument('--jobs', type=int, default=2, help='runs in parallel (default 2)')
+    parser.add_argument('--nice', type=int, default=5, help='niceness of the training processes (default 5)')
+    parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
+    parser.add_argument('--teacher', choices=('auto', 'train'), default='auto',
+                        help='auto: the official DDistill-SR x4 weights when ../shared/pretrained has them')
+    parser.add_argument('--eval-limit', type=int, help='score on the first N eval photographs only (quick checks)')
+    parser.add_argument('--workdir', help='where option files, logs and experiments go (default '
+                        'experiments/ablations/<profile>; kept)')
+    parser.add_argument('--results', default=str(REPO / 'benchmarks' / 'results'),
+                        help='folder of ablations_<profile>.json, ablations.md and the plots')
+    args = parser.parse_args(argv)
+
+    prof, profile = PROFILES[args.profile], args.profile
+    if args.iters:
+        prof = Profile(iters=args.iters, prune_iters=max(4, args.iters // 2), chain_teacher_iters=args.iters,
+                       chain_iters=args.iters, teacher_iters=max(args.iters, 100), batch=prof.batch)
+        profile = f'{args.profile}-{args.iters}'
+    keys = {k.strip() for k in args.only.split(',')} if args.only else {c.key for c in COMPARISONS}
+    if '1' in keys:
+        keys |= {'1a', '1b'}
+    comps = [c for c in COMPARISONS if c.key in keys]
+    if not comps:
+        parser.error(f'--only {args.only}: no such comparison (choose from {[c.key for c in COMPARISONS]})')
+    variants = sorted({v for c in comps for v in (c.baseline, c.variant)}, key=lambda v: -COST[v])
+
+    workdir = Path(args.workdir or REPO / 'experiments' / 'ablations' / profile).resolve()
+    results_dir = Path(args.results).resolve()
+    for sub in ('options', 'logs', 'runs', 'datasets'):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    from ddsr.data.demo import build_demo_data, build_eval_data
+    demo = workdir / 'datasets' / 'demo'
+    if not demo.exists():
+        demo.symlink_to(Path(build_demo_data(str(REPO / 'datasets' / 'demo'))).resolve())
+    build_eval_data(str(workdir / EVAL_DIR))
+    torch.set_num_threads(1 if args.device == 'cpu' else torch.get_num_threads())
+
+    results_path = results_dir / f'ablations_{profile}.json'
+    data = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    h = Harness(workdir, prof, profile, args.device, nice=args.nice, eval_limit=args.eval_limit)
+    start, up0 = time.time(), _uptime()
+    print(f'ablate: profile {profile} {prof}, seeds {args.seeds}, comparisons {[c.key for c in comps]}, '
+          f'{len(variants)} variants, workdir {workdir}; load {up0}', flush=True)
+    if NEEDS_ENHANCED & set(variants):
+        h.prepare_teacher(args.teacher)
+    failed = []
+
+    def save() -> None:
+        tmp = results_path.with_suffix('.json.tmp')
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, results_path)
+
+    # seed-major order, costliest variants first: every comparison gets its first seeds early
+    jobs = [(v, s) for s in range(args.seeds) for v in variants]
+    env_pythonpath = os.environ.get('PYTHONPATH')
+    os.environ['PYTHONPATH'] = os.pathsep.join([str(REPO), *filter(None, [env_pythonpath])])
+    if args.device == 'cpu':
+        os.environ.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context('spawn'), initializer=_init_worker,
+                             initargs=(h,)) as pool:
+        futures = [pool.submit(_run_job, v, s) for v, s in jobs]
+        for future in as_completed(futures):
+            variant, seed, record, error = future.result()
+            if error:
+                failed.append(f'{variant} seed {seed}: {error.splitlines()[0]}')
+                print(f'FAILED {variant} seed {seed}: {error}', flush=True)
+                continue
+            data.setdefault('runs', {}).setdefault(variant, {})[str(seed)] = record
+            save()
+            print(f'done {variant} seed {seed}: {record["wall_s"]:.0f} s, PSNR {record["psnr"]} '
+                  f'({(time.time() - start) / 60:.1f} min, load {_uptime()})', flush=True)
+    data['meta'] = {
+        'profile': profile, 'profile_values': prof.__dict__, 'seeds': args.seeds, 'device': args.device,
+        'jobs': args.jobs, 'machine': f'{os.cpu_count()} CPU cores' + (
+            f', {torch.cuda.get_device_name()}' if args.device == 'cuda' else ', no GPU'),
+        'uptime_start': up0, 'uptime_end': _uptime(), 'wall_s': time.time() - start,
+        'eval_images': len(eval_pairs(workdir, 4, args.eval_limit)), 'teacher': h.teacher_label or '(not used)',
+        'reference': reference_psnrs(h),
+        'notes': data.get('meta', {}).get('notes', '')}
+    data['failed'] = failed
+    save()
+    report = results_dir / 'ablations.md'
+    text = render(results_dir)
+    tmp = report.with_suffix('.md.tmp')
+    tmp.write_text(text)
+    os.replace(tmp, report)
+    for row in analyse(data):
+        print(f'{row["key"]:>3} {row["budget"]:5s} {row["variant_name"]:>14s} - {row["baseline_name"]:<14s} '
+              f'{row["mean_diff"]:+.3f} dB  95% CI [{row["low"]:+.3f}, {row["high"]:+.3f}]  n={row["n"]}')
+    print(f'wrote {report} ({(time.time() - start) / 60:.1f} min, load {_uptime()})')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
