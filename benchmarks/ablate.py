@@ -441,10 +441,21 @@ def analyse(data: dict) -> list[dict]:
             rows.append({'key': comp.key, 'title': comp.title, 'budget': label, 'baseline_name': comp.baseline,
                          'variant_name': comp.variant, 'seeds': [int(s) for s in seeds],
                          'iters_baseline': int(steps_a[0][idx]), 'iters_variant': int(steps_b[0][idx]),
+                         'before_baseline': _earlier_iters(a_runs[seeds[0]]),
+                         'before_variant': _earlier_iters(b_runs[seeds[0]]),
                          'wall_baseline': float(np.mean([a_runs[s]['wall_s'] for s in seeds])),
                          'wall_variant': float(np.mean([b_runs[s]['wall_s'] for s in seeds])),
                          'a': a, 'b': b, **stats})
     return rows
+
+
+def _earlier_iters(record: dict) -> list[int]:
+    """Iterations of the runs a scored run started from (e.g. the deploy-form run before pruning)."""
+    return [int(i['iters']) for i in record.get('runs', [])[:-1] if i.get('iters')]
+
+
+def _iters(before: list[int], last: int) -> str:
+    return '+'.join(str(i) for i in [*before, last])
 
 
 def _fmt(ms: tuple[float, float]) -> str:
@@ -475,8 +486,8 @@ def render(results_dir: Path) -> str:
                                                            meta.get('reference', {}).items()),
                   f'- seeds: {meta.get("seeds", "?")}; eval photographs: {meta.get("eval_images", "?")}', '']
         if rows:
-            parts += ['| # | comparison | budget | iters (base / var) | baseline | variant | difference | 95% CI | '
-                      'n | wall s (base / var) |', '|---|---|---|---|---|---|---|---|---|---|']
+            parts += ['| # | comparison | budget | iterations (base / var) | baseline | variant | difference | '
+                      '95% CI | n | wall s (base / var) |', '|---|---|---|---|---|---|---|---|---|---|']
             for r in rows:
                 diff = f'{r["mean_diff"]:+.3f}'
                 ci = f'[{r["low"]:+.3f}, {r["high"]:+.3f}]'
@@ -484,7 +495,8 @@ def render(results_dir: Path) -> str:
                     diff, ci = f'**{diff}**', f'**{ci}**'
                 parts.append(f'| {r["key"]} | {r["title"]} ({r["variant_name"]} vs {r["baseline_name"]}) | '
                              f'{r["budget"]} | '
-                             f'{r["iters_baseline"]} / {r["iters_variant"]} | {_fmt(r["baseline"])} | '
+                             f'{_iters(r["before_baseline"], r["iters_baseline"])} / '
+                             f'{_iters(r["before_variant"], r["iters_variant"])} | {_fmt(r["baseline"])} | '
                              f'{_fmt(r["variant"])} | {diff} | {ci} | {r["n"]} | '
                              f'{r["wall_baseline"]:.0f} / {r["wall_variant"]:.0f} |')
             parts += ['', 'Per-seed values (baseline → variant, dB):', '']
@@ -500,6 +512,15 @@ def render(results_dir: Path) -> str:
         if meta.get('notes'):
             parts += [meta['notes'], '']
     return '\n'.join(parts) + '\n'
+
+
+def write_report(results_dir: Path) -> Path:
+    """Write ``results_dir/ablations.md`` (atomically) from the JSON files there; returns its path."""
+    report = results_dir / 'ablations.md'
+    tmp = report.with_suffix('.md.tmp')
+    tmp.write_text(render(results_dir))
+    os.replace(tmp, report)
+    return report
 
 
 def plot(rows: list[dict], png: Path, profile: str) -> None:
@@ -550,7 +571,12 @@ def main(argv: list[str] | None = None) -> int:
                         'experiments/ablations/<profile>; kept)')
     parser.add_argument('--results', default=str(REPO / 'benchmarks' / 'results'),
                         help='folder of ablations_<profile>.json, ablations.md and the plots')
+    parser.add_argument('--render-only', action='store_true', help='only re-render ablations.md and the plots from '
+                        'the JSON files in --results (no training)')
     args = parser.parse_args(argv)
+    if args.render_only:
+        write_report(Path(args.results))
+        return 0
 
     prof, profile = PROFILES[args.profile], args.profile
     if args.iters:
@@ -621,11 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         'notes': data.get('meta', {}).get('notes', '')}
     data['failed'] = failed
     save()
-    report = results_dir / 'ablations.md'
-    text = render(results_dir)
-    tmp = report.with_suffix('.md.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, report)
+    report = write_report(results_dir)
     for row in analyse(data):
         print(f'{row["key"]:>3} {row["budget"]:5s} {row["variant_name"]:>14s} - {row["baseline_name"]:<14s} '
               f'{row["mean_diff"]:+.3f} dB  95% CI [{row["low"]:+.3f}, {row["high"]:+.3f}]  n={row["n"]}')
