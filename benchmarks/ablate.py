@@ -361,12 +361,11 @@ def _run_job(variant: str, seed: int) -> tuple[str, int, dict | None, str]:
         return variant, seed, None, f'{type(err).__name__}: {err}'
 
 
-def load_network(path: Path, arch: dict | None) -> torch.nn.Module:
-    """The network of a checkpoint: built from its own 'arch' when self-describing, else from ``arch``."""
-    from ddsr.bench.models import load_weights
-    from ddsr.compress.compact import build, checkpoint_arch
-    net = build(checkpoint_arch(str(path)) or arch)
-    return load_weights(net, str(path), 'params').eval()
+def load_network(path: str | Path, arch: dict | None) -> torch.nn.Module:
+    """The network of a checkpoint (eval mode): built from its own 'arch' when self-describing (pruned widths,
+    compact EDSRmini), else from ``arch``."""
+    from ddsr.checkpoint import build_from_checkpoint, checkpoint_arch
+    return build_from_checkpoint(path, None if checkpoint_arch(path) else arch)[0]
 
 
 _EVAL_CACHE: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -407,17 +406,9 @@ def reference_psnrs(h: Harness) -> dict[str, float]:
             vals.append(calculate_psnr(up, hr, crop_border=scale, test_y_channel=True))
         out[f'bicubic_x{scale}'] = float(np.mean(vals))
     if h.teacher:
-        from ddsr.compress.compact import build
-        out['teacher_x4'] = eval_psnr(load_network_plain(build(h.teacher), h.workdir / h.teacher_path
-                                                         if not os.path.isabs(h.teacher_path) else
-                                                         Path(h.teacher_path)), h.workdir, 4, h.device,
-                                     h.eval_limit)
+        out['teacher_x4'] = eval_psnr(load_network(h.workdir / h.teacher_path, h.teacher), h.workdir, 4, h.device,
+                                      h.eval_limit)
     return out
-
-
-def load_network_plain(net: torch.nn.Module, path: Path) -> torch.nn.Module:
-    from ddsr.bench.models import load_weights
-    return load_weights(net, str(path), 'params').eval()
 
 
 # ------------------------------------------------------------------------------------------------ analysis
