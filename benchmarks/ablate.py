@@ -461,7 +461,9 @@ def render(results_dir: Path) -> str:
              'photographs of the `eval` split (ddsr/data/demo.py; 13 unless the profile says otherwise); '
              'difference = variant − baseline per seed, 95% Student t-interval over seeds; **bold** = the '
              'interval excludes 0. "half" = the '
-             'checkpoint at half the iterations of the same runs (before the last learning-rate decay).', '']
+             'checkpoint at half the iterations of the same runs (before the last learning-rate decay). '
+             'Comparison 6 runs options/demo/EDSRmini/{01_prune,02_compress,03_distill,03_scratch}_x2.yml as they '
+             'stand in the checkout that ran it (iterations from the profile).', '']
     for path in sorted(results_dir.glob('ablations_*.json')):
         data = json.loads(path.read_text())
         rows = analyse(data)
@@ -476,6 +478,14 @@ def render(results_dir: Path) -> str:
                   '- reference eval PSNRs: ' + ', '.join(f'{k} {v:.3f} dB' for k, v in
                                                            meta.get('reference', {}).items()),
                   f'- seeds: {meta.get("seeds", "?")}; eval photographs: {meta.get("eval_images", "?")}', '']
+        reference = meta.get('reference', {})
+        below = sorted({f'{name} {ms[0]:.2f}' for r in rows for name, ms in ((r['baseline_name'], r['baseline']),
+                                                                              (r['variant_name'], r['variant']))
+                        if r['budget'] == 'final' and ms[0] < reference.get(
+                            'bicubic_x2' if name.startswith('chain_') else 'bicubic_x4', -math.inf)})
+        if below:
+            parts += ['**Below bicubic** at the final budget (mean dB; still early in training, so the differences '
+                      'below say how fast each variant learns, not where it ends): ' + ', '.join(below) + '.', '']
         if rows:
             parts += ['| # | comparison | budget | iterations (base / var) | baseline | variant | difference | '
                       '95% CI | n | wall s (base / var) |', '|---|---|---|---|---|---|---|---|---|---|']
@@ -527,7 +537,7 @@ def plot(rows: list[dict], png: Path, profile: str) -> None:
         ax.errorbar(r['mean_diff'], y, xerr=err, fmt='o', color=color, capsize=3)
         ax.plot(r['diffs'], [y] * len(r['diffs']), 'x', color=color, alpha=0.5, ms=4)
         labels.append((y, f'{r["key"]} {r["variant_name"]} − {r["baseline_name"]} '
-                          f'({r["budget"]}, {r["iters_variant"]} it)'))
+                          f'({r["budget"]}, {_iters(r["before_variant"], r["iters_variant"])} it)'))
     ax.axvline(0, color='k', lw=0.8)
     ax.set_yticks([y for y, _ in labels], [t for _, t in labels], fontsize=8)
     ax.set_xlabel('PSNR difference (dB), mean and 95% t-interval over seeds; x = single seeds')
