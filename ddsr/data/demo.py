@@ -106,15 +106,15 @@ def is_built(root: str = DEMO_ROOT) -> bool:
     return osp.isfile(osp.join(root, _COMPLETE))
 
 
-def build_demo_data(root: str = DEMO_ROOT, force: bool = False) -> str:
-    """Build the demo data set at ``root`` (skipped when already complete, unless ``force``); returns ``root``."""
+def _build_atomically(root: str, force: bool, write: Callable[[str], None]) -> str:
+    """Build a data set at ``root`` through ``write(tmp)`` into a temporary sibling folder renamed into place when
+    complete (skipped when already complete, unless ``force``); returns ``root``."""
     if is_built(root) and not force:
         return root
     tmp = f'{root.rstrip(os.sep)}.tmp-{os.getpid()}'
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_split(osp.join(tmp, 'train'), _train_images())
-        _write_split(osp.join(tmp, 'val'), _val_images())
+        write(tmp)
         open(osp.join(tmp, _COMPLETE), 'w').close()
         if osp.exists(root):
             shutil.rmtree(root)
@@ -123,22 +123,19 @@ def build_demo_data(root: str = DEMO_ROOT, force: bool = False) -> str:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def build_demo_data(root: str = DEMO_ROOT, force: bool = False) -> str:
+    """Build the demo data set at ``root`` (skipped when already complete, unless ``force``); returns ``root``."""
+
+    def write(tmp: str) -> None:
+        _write_split(osp.join(tmp, 'train'), _train_images())
+        _write_split(osp.join(tmp, 'val'), _val_images())
+
+    return _build_atomically(root, force, write)
 
 
 def build_eval_data(root: str = EVAL_ROOT, force: bool = False) -> str:
     """Build the held-out evaluation split (``EVAL_PHOTOS``: HR/ and LR_bicubic/X{2,3,4}/ PNG folders, no LMDB) at
     ``root``, the same way as :func:`build_demo_data` (atomic, idempotent); returns ``root``."""
-    if is_built(root) and not force:
-        return root
-    tmp = f'{root.rstrip(os.sep)}.tmp-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        _write_split(tmp, _eval_images(), lmdb=False)
-        open(osp.join(tmp, _COMPLETE), 'w').close()
-        if osp.exists(root):
-            shutil.rmtree(root)
-        os.makedirs(osp.dirname(osp.abspath(root)), exist_ok=True)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return _build_atomically(root, force, lambda tmp: _write_split(tmp, _eval_images(), lmdb=False))
