@@ -114,12 +114,13 @@ def _ensure_demo_data(path: str, opt: dict, root: str) -> None:
     missing = [value for _, value in option_paths(path, opt) if not osp.exists(osp.join(root, osp.expanduser(value)))]
     if any(is_demo_path(value, root) for value in missing):
         print(f'Building the demo data set in {DEMO_ROOT} (first use, a few seconds)...', flush=True)
-        build_demo_data(osp.join(root, DEMO_ROOT))
+        with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            build_demo_data(osp.join(root, DEMO_ROOT))  # BasicSR's LMDB writer prints a bar per file: not shown
 
 
 def run_pipeline(phase: str, args: list[str]) -> int:
     """Run BasicSR's train or test pipeline on ``args`` (BasicSR's own flags) with the cwd as root."""
-    from ddsr import guards
+    from ddsr import guards, zoo
     from ddsr.checks import check_options, read_options
     from ddsr.checks.structure import ARCHIVE_FLAG
     from ddsr.compat import reset_basicsr_logger
@@ -143,7 +144,7 @@ def run_pipeline(phase: str, args: list[str]) -> int:
             reset_basicsr_logger()  # a new log file per run, also for several runs in one process
             started.append(True)  # from here on, the run folders hold what BasicSR wrote
             with guards.installed(state), sample_errors.reporting_datasets(), preempt.handling(phase == 'train'), \
-                    preempt.stopping_models(state):
+                    preempt.stopping_models(state), zoo.resolving_option_paths():
                 if phase == 'train':
                     from basicsr.train import train_pipeline
                     train_pipeline(root)

@@ -16,6 +16,7 @@ from ddsr import checkpoint
 from ddsr.archs.capabilities import capabilities_of
 from ddsr.archs.reparam import switch_to_deploy
 from ddsr.errors import DDSRError, UnknownTypeError
+from ddsr.zoo import resolve_option_paths
 
 
 @dataclass
@@ -73,7 +74,7 @@ def spec_from_option_file(path: str) -> ModelSpec:
         opt = yaml.safe_load(f) or {}
     if 'network_g' not in opt:
         raise DDSRError(f'{path}: no network_g')
-    paths = opt.get('path') or {}
+    paths = resolve_option_paths(opt).get('path') or {}  # ddsr://NAME -> the cached file
     return ModelSpec(name=opt.get('name', osp.splitext(osp.basename(path))[0]), network=opt['network_g'],
                      weights=paths.get('pretrain_network_g'), param_key=paths.get('param_key_g', 'params'),
                      strict=paths.get('strict_load_g', True), scale=opt.get('scale'))

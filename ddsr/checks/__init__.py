@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ddsr.checks import data, networks, structure
 from ddsr.option_file import apply_force_yml, load_options, option_path
+from ddsr.zoo import resolve_option_paths
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def read_options(args: list[str]) -> tuple[str, dict]:
     path = option_path(args)
     opt = load_options(path)
     apply_force_yml(opt, args, path)
+    resolve_option_paths(opt)  # path.pretrain_network_*: ddsr://NAME -> the cached file (downloaded on first use)
     return path, opt
 
 

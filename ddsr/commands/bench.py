@@ -6,6 +6,7 @@ from os import path as osp
 import torch
 
 from ddsr import commands as flags
+from ddsr import zoo
 from ddsr.bench.efficiency import benchmark_forms
 from ddsr.bench.models import (
     ModelSpec,
@@ -19,6 +20,7 @@ from ddsr.bench.quality import PairedSet, evaluate
 from ddsr.bench.report import EFFICIENCY_COLUMNS, columns_for, format_table, plot_quality_cost, write_csv_json
 from ddsr.checkpoint import load_file
 from ddsr.checks.networks import check_network
+from ddsr.detect import resolve_arch
 from ddsr.errors import DDSRError
 from ddsr.option_file import load_options
 
@@ -34,7 +36,10 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                        help='BasicSR option file: network_g (+ path.pretrain_network_g); repeatable')
     flags.add_arch(group, 'registered arch type, e.g. EDSR')
     flags.add_arch_kwargs(group)
-    flags.add_weights(group, 'checkpoint for --arch (BasicSR params/params_ema or plain state_dict)')
+    flags.add_weights(group, 'checkpoint (BasicSR params/params_ema or plain state_dict); the network is '
+                      'recognised from it when --arch is not given')
+    group.add_argument('--model', action='append', default=[], metavar='NAME',
+                       help='pretrained network by name (`ddsr models`), downloaded on first use; repeatable')
     group.add_argument('--name', help='display name for --arch (default: the type)')
     group.add_argument('--models', metavar='LIST.yml', help='model list (e.g. benchmarks/compare_lightweight.yml)')
     group = parser.add_argument_group('test sets')
@@ -89,10 +94,16 @@ def collect_specs(args: argparse.Namespace) -> list[ModelSpec]:
         load_options(args.models)  # exists and parses (one error line otherwise)
     specs = [_spec_from_options(path) for path in args.opt]
     network = flags.arch_from_args(args)
-    if network:
+    if network or args.weights:
         if args.weights and not osp.isfile(args.weights):
             raise DDSRError(f'--weights not found: {args.weights}')
-        specs.append(_checked(ModelSpec(name=args.name or args.arch, network=network, weights=args.weights)))
+        if args.weights:  # without --arch: recognised from the checkpoint
+            network = resolve_arch(load_file(args.weights, '--weights'), network, 'params', args.weights)
+        assert network is not None
+        specs.append(_checked(ModelSpec(name=args.name or network['type'], network=network, weights=args.weights)))
+    for name in args.model:
+        model = zoo.lookup(name)
+        specs.append(_checked(ModelSpec(name=model.name, network=dict(model.arch), weights=str(zoo.fetch(model)))))
     if args.models:
         for spec in specs_from_model_list(args.models):
             if not is_registered(spec.network['type']):
@@ -102,7 +113,7 @@ def collect_specs(args: argparse.Namespace) -> list[ModelSpec]:
                 print(f'{spec.name}: {note}')
             specs.append(_checked(spec))
     if not specs:
-        raise DDSRError('no model given (use -opt, --arch or --models)')
+        raise DDSRError('no model given (use -opt, --model, --weights, --arch or --models)')
     if args.scale:
         for spec in specs:
             spec.scale = args.scale

@@ -4,9 +4,11 @@ import os
 
 import cv2
 
+from ddsr import zoo
 from ddsr.checkpoint import build_network, load_file, load_weights
 from ddsr.checks.networks import check_network
 from ddsr.commands import add_arch, add_arch_kwargs, add_device, add_output, add_weights, arch_from_args
+from ddsr.detect import resolve_arch
 from ddsr.errors import DDSRError
 from ddsr.models.enhanced import make_enhanced_hr
 from ddsr.option_file import load_options
@@ -16,12 +18,15 @@ HELP = 'run a teacher over an LR folder/LMDB and write its outputs (PNG folder, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    src = parser.add_mutually_exclusive_group(required=True)
+    src = parser.add_mutually_exclusive_group()
     src.add_argument('-opt', help='option YAML: uses network_t + path.pretrain_network_t (else network_g + '
                      'path.pretrain_network_g)')
-    add_arch(src, 'registered arch type, e.g. EDSR (with --arch-kwargs and --weights)')
+    add_arch(src, 'registered arch type, e.g. EDSR (with --arch-kwargs and --weights; without it the network is '
+             'recognised from --weights)')
+    src.add_argument('--model', metavar='NAME', help='pretrained teacher by name (`ddsr models`), downloaded on '
+                     'first use')
     add_arch_kwargs(parser)
-    add_weights(parser, 'checkpoint of the teacher (with --arch)')
+    add_weights(parser, 'checkpoint of the teacher')
     parser.add_argument('--param-key', default='params', help='key in the checkpoint (default: params)')
     parser.add_argument('--lq', required=True, help='LR folder or BasicSR .lmdb')
     add_output(parser, 'output folder (PNG, same names as the LR images)', required=True)
@@ -39,10 +44,17 @@ def _teacher(args: argparse.Namespace) -> tuple[dict, str, str]:
         weights = paths.get(f'pretrain_network_{suffix}')
         if not weights:
             raise DDSRError(f'{args.opt}: path.pretrain_network_{suffix} is required')
-        return dict(opt[net_key]), weights, paths.get(f'param_key_{suffix}', 'params')
+        if not zoo.is_model_ref(weights) and not os.path.isfile(weights):
+            raise DDSRError(f'{args.opt}: path.pretrain_network_{suffix}: checkpoint not found: {weights}')
+        return dict(opt[net_key]), zoo.resolve(weights), paths.get(f'param_key_{suffix}', 'params')
+    if args.model:
+        model = zoo.lookup(args.model)
+        return dict(model.arch), str(zoo.fetch(model)), 'params'
     if not args.weights:
-        raise DDSRError('--arch needs --weights')
-    assert arch is not None  # argparse: -opt or --arch
+        raise DDSRError('give the teacher: -opt OPTION.yml, --model NAME or --weights FILE [--arch TYPE]')
+    if not os.path.isfile(args.weights):
+        raise DDSRError(f'teacher weights not found: {args.weights}')
+    arch = resolve_arch(load_file(args.weights, 'teacher weights'), arch, args.param_key, args.weights)
     return arch, args.weights, args.param_key
 
 

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ddsr import commands as flags
+from ddsr import zoo
 from ddsr.archs.capabilities import capabilities_of
 from ddsr.checkpoint import load_file
 from ddsr.checks.networks import check_network
@@ -25,8 +25,10 @@ from ddsr.deploy.inference import (
     write_png,
 )
 from ddsr.deploy.tiling import num_tiles
+from ddsr.detect import resolve_arch
 from ddsr.errors import DDSRError
 from ddsr.option_file import load_options
+from ddsr.progress import progress
 
 NAME = 'upscale'
 HELP = 'super-resolve images (file, folder or glob) with a model (option file, checkpoint or ONNX) into PNGs'
@@ -36,7 +38,10 @@ def add_network_arguments(parser: argparse.ArgumentParser, onnx: bool = False) -
     """The network source flags shared by ``upscale`` and ``export``: -opt | --weights [--arch ...] (| --onnx)."""
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('-opt', '--opt', help='BasicSR option file: network_g + path.pretrain_network_g')
-    flags.add_weights(src, 'checkpoint (.pth); self-describing ones need no --arch')
+    flags.add_weights(src, 'checkpoint (.pth); the network is recognised from it (its own arch entry, or its keys '
+                      'and shapes), --arch only to override')
+    src.add_argument('--model', metavar='NAME', help='pretrained network by name, downloaded on first use (`ddsr '
+                     'models` lists them)')
     if onnx:
         src.add_argument('--onnx', help='ONNX model written by `ddsr export` (run by onnxruntime)')
     flags.add_arch(parser, 'registered arch type for --weights (e.g. DIPNet)')
@@ -83,12 +88,17 @@ def build_network_from_args(args: argparse.Namespace):
             load_file(weights, f'{args.opt}: path.pretrain_network_g')
         return load_option_network(args.opt)
     arch = flags.arch_from_args(args)
-    if os.path.isfile(args.weights):
-        ckpt = load_file(args.weights, '--weights')
+    weights = args.weights
+    if getattr(args, 'model', None):
+        model = zoo.lookup(args.model)
+        weights, arch = str(zoo.fetch(model)), arch or dict(model.arch)
+    if os.path.isfile(weights):
+        ckpt = load_file(weights, '--weights')
         source = arch if arch else ckpt.get('arch')
         if source is not None:
-            check_network(source, '--arch' if arch else f'{args.weights}: arch')
-    return load_checkpoint_network(args.weights, arch, args.param_key)
+            check_network(source, '--arch' if arch else f'{weights}: arch')
+        arch = resolve_arch(ckpt, arch, args.param_key, weights)  # recognised from the weights without --arch
+    return load_checkpoint_network(weights, arch, args.param_key)
 
 
 def build_upscaler(args: argparse.Namespace) -> Upscaler:
@@ -112,14 +122,18 @@ def run(args: argparse.Namespace) -> int:
     targets = [out_dir / f'{f.stem}{args.suffix}.png' for f in files]
     if any(f.parent.resolve() == out_dir.resolve() for f in files) or resolved & {t.resolve() for t in targets}:
         raise DDSRError(f'--output {out_dir} holds input images: choose another folder (inputs are never overwritten)')
-    if len(set(targets)) < len(targets):
-        raise DDSRError('two inputs map to the same output name (same stem, different extension)')
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(files, targets, strict=True):
+        if dst in seen:
+            raise DDSRError(f'{seen[dst]} and {src} would both be written to {dst} (same stem, different extension): '
+                            'move or rename one of them, or give them separate runs')
+        seen[dst] = src
     if args.threads:
         torch.set_num_threads(args.threads)
     up = build_upscaler(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = []
-    with tqdm(total=len(files), unit='img', file=sys.stderr) as bar:
+    with progress(len(files), 'upscale', unit='img', file=sys.stderr, every=10) as bar:
         for src, dst in zip(files, targets, strict=False):
             try:
                 img = read_image(src, 'unchanged')

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddsr import checkpoint
+from ddsr import checkpoint, zoo
 from ddsr.data.image_io import IMAGE_EXTS, read_image, write_png  # noqa: F401  (the image side of inference)
 from ddsr.deploy.backends import PROBE_SIDE, Upscaler, median_ms, onnx_upscaler, to_deploy, torch_upscaler
 from ddsr.deploy.export import export_onnx, natural_image, onnx_max_diff
@@ -45,6 +45,7 @@ def load_option_network(opt_path: str) -> tuple[nn.Module, dict]:
     weights = paths.get('pretrain_network_g')
     if not weights:
         raise DDSRError(f'{opt_path}: path.pretrain_network_g is not set')
+    weights = zoo.resolve(weights)  # ddsr://NAME -> the cached file
     net = checkpoint.build_network(network)
     checkpoint.load_weights(net, weights, paths.get('param_key_g', 'params'), bool(paths.get('strict_load_g', True)),
                             label=f'{opt_path}: path.pretrain_network_g')
