@@ -1,0 +1,143 @@
+"""Python API for inference: ``ddsr.ImageUpscaler``, a pretrained or trained network as an image -> image function.
+
+    from ddsr import ImageUpscaler
+    from PIL import Image
+
+    up = ImageUpscaler.from_pretrained('DIPNet-x4')          # or ImageUpscaler.from_file('net_g_latest.pth')
+    up(Image.open('photo.png')).save('photo_x4.png')
+
+It wraps the runtime that ``ddsr upscale`` uses (network in deploy form under ``torch.inference_mode``, any input
+size, exact tiling for ESA nets); the low-level runner of that runtime is the ``Upscaler`` dataclass of
+:mod:`ddsr.deploy.backends`, which works on (1, 3, h, w) tensors only. Inputs and outputs:
+
+- ``PIL.Image``: mode L, RGB or RGBA in, the same mode out (other modes are converted to RGB);
+- ``numpy`` array: H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA); uint8 / uint16 in, the same out; float in
+  [0, 1] in, float32 out;
+- ``torch.Tensor``: (3, H, W) or (N, 3, H, W) float in [0, 1], the same layout out.
+
+Alpha is upscaled by bicubic interpolation, gray runs as three equal channels (as in ``ddsr upscale``).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+_UNSET: Any = object()
+
+
+def _is_pil(image: Any) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # numpy and tensors work without Pillow
+        return False
+    return isinstance(image, Image.Image)
+
+
+class ImageUpscaler:
+    """A super-resolution network ready for images.
+
+    Args:
+        net: The network (train or deploy form; converted to the deploy form).
+        arch: Its network option (``type`` + kwargs).
+        device: ``cpu`` or ``cuda``.
+        tile: Default tile size in LR px (None: whole image).
+        tile_overlap: Default context per tile side in LR px.
+        name: Shown in ``repr``.
+    """
+
+    def __init__(self, net: nn.Module, arch: Mapping, device: str = 'cpu', tile: int | None = None,
+                 tile_overlap: int = 64, name: str = '') -> None:
+        from ddsr.deploy.backends import torch_upscaler
+        self.arch = dict(arch)
+        self.name = name or str(self.arch.get('type', 'network'))
+        self.tile, self.tile_overlap = tile, tile_overlap
+        self.runner = torch_upscaler(net, device, channels_last=device == 'cpu')
+        self.scale: int = self.runner.scale
+
+    def __repr__(self) -> str:
+        return f'ImageUpscaler({self.name}, x{self.scale}, tile={self.tile}, tile_overlap={self.tile_overlap})'
+
+    @classmethod
+    def from_pretrained(cls, name: str, quiet: bool = False, **kwargs: Any) -> ImageUpscaler:
+        """A network of ``ddsr models`` by name, downloaded (and verified) on first use."""
+        from ddsr import zoo
+        model = zoo.lookup(name)
+        path = zoo.fetch(model, quiet=quiet)
+        kwargs.setdefault('name', model.name)
+        return cls.from_file(path, arch=model.arch, **kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, arch: Mapping | None = None, param_key: str | None = 'params',
+                  **kwargs: Any) -> ImageUpscaler:
+        """A checkpoint: self-describing, a BasicSR ``params``/``params_ema`` file or a plain state dict; the
+        network is recognised from the weights unless ``arch`` (``{'type': ..., **kwargs}``) is given."""
+        from ddsr.checkpoint import load_file
+        from ddsr.deploy.inference import load_checkpoint_network
+        from ddsr.detect import resolve_arch
+        from ddsr.errors import DDSRError
+        path = str(path)
+        if not os.path.isfile(path):
+            raise DDSRError(f'weights not found: {path}')
+        resolved = resolve_arch(load_file(path, path), arch, param_key, path)
+        net, resolved = load_checkpoint_network(path, resolved, param_key)
+        kwargs.setdefault('name', Path(path).name)
+        return cls(net, resolved, **kwargs)
+
+    def _tensor(self, x: Tensor, tile: int | None, overlap: int) -> Tensor:
+        return self.runner(x.float().cpu(), tile, overlap).clamp(0, 1)
+
+    def __call__(self, image: Any, tile: int | None = _UNSET, tile_overlap: int | None = None) -> Any:
+        """Super-resolve ``image`` (PIL image, numpy array or tensor: see the module docstring)."""
+        tile = self.tile if tile is _UNSET else tile
+        overlap = self.tile_overlap if tile_overlap is None else tile_overlap
+        if isinstance(image, Tensor):
+            batch = image if image.ndim == 4 else image[None]
+            out = torch.cat([self._tensor(x[None], tile, overlap) for x in batch]).to(image.device, image.dtype)
+            return out if image.ndim == 4 else out[0]
+        if _is_pil(image):
+            from PIL import Image
+            mode = image.mode if image.mode in ('L', 'RGB', 'RGBA') else 'RGB'
+            return Image.fromarray(self._array(np.asarray(image.convert(mode)), tile, overlap), mode)
+        if isinstance(image, np.ndarray):
+            return self._array(image, tile, overlap)
+        raise TypeError(f'ImageUpscaler takes a PIL image, a numpy array or a tensor, not {type(image).__name__}')
+
+    def _array(self, img: np.ndarray, tile: int | None, overlap: int) -> np.ndarray:
+        from ddsr.deploy.inference import upscale_array
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
+            raise ValueError(f'expected an H x W, H x W x 3 or H x W x 4 image, got shape {img.shape}')
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[..., 0]
+        if img.dtype in (np.uint8, np.uint16):
+            bgr = img if img.ndim == 2 else img[..., [2, 1, 0, 3][:img.shape[2]]]  # ddsr's runtime reads cv2's BGR
+            out = upscale_array(self.runner, np.ascontiguousarray(bgr), tile, overlap)
+            return out if out.ndim == 2 else np.ascontiguousarray(out[..., [2, 1, 0, 3][:out.shape[2]]])
+        if not np.issubdtype(img.dtype, np.floating):
+            raise TypeError(f'unsupported pixel type {img.dtype} (uint8, uint16 or float in [0, 1])')
+        rgb = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
+        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None]
+        sr = self._tensor(x, tile, overlap)[0].numpy().transpose(1, 2, 0)
+        if img.ndim == 2:
+            return sr.mean(axis=2)
+        if img.shape[2] == 4:
+            import cv2
+            alpha = cv2.resize(img[..., 3].astype(np.float32), (sr.shape[1], sr.shape[0]),
+                               interpolation=cv2.INTER_CUBIC)
+            sr = np.concatenate([sr, np.clip(alpha, 0, 1)[..., None]], axis=2)
+        return np.ascontiguousarray(sr, dtype=np.float32)
+
+    def upscale_file(self, src: str | os.PathLike, dst: str | os.PathLike, tile: int | None = _UNSET,
+                     tile_overlap: int | None = None) -> Path:
+        """Read an image file, super-resolve it, write a PNG (same bit depth and mode) via a temporary file."""
+        from ddsr.data.image_io import read_image, write_png
+        from ddsr.deploy.inference import upscale_array
+        tile = self.tile if tile is _UNSET else tile
+        overlap = self.tile_overlap if tile_overlap is None else tile_overlap
+        write_png(dst, upscale_array(self.runner, read_image(src, 'unchanged'), tile, overlap), compression=1)
+        return Path(dst)
