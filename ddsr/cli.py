@@ -120,7 +120,7 @@ def _ensure_demo_data(path: str, opt: dict, root: str) -> None:
 
 def run_pipeline(phase: str, args: list[str]) -> int:
     """Run BasicSR's train or test pipeline on ``args`` (BasicSR's own flags) with the cwd as root."""
-    from ddsr import guards, zoo
+    from ddsr import console, guards, zoo
     from ddsr.checks import check_options, read_options
     from ddsr.checks.structure import ARCHIVE_FLAG
     from ddsr.compat import reset_basicsr_logger
@@ -147,7 +147,8 @@ def run_pipeline(phase: str, args: list[str]) -> int:
                     preempt.stopping_models(state), zoo.resolving_option_paths():
                 if phase == 'train':
                     from basicsr.train import train_pipeline
-                    train_pipeline(root)
+                    with console.installed(opt):  # logger.console: progress -> the short console (ddsr.console)
+                        train_pipeline(root)
                 else:
                     from basicsr.test import test_pipeline
                     test_pipeline(root)

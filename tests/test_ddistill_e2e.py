@@ -41,6 +41,7 @@ def test_demo_train_reparam_test_same_psnr(workdir):
     opt['train']['scheduler']['milestones'] = [2]
     opt['val'].update(val_freq=4)
     opt['logger'].update(print_freq=2, save_checkpoint_freq=4)
+    opt['logger'].pop('console', None)  # BasicSR's own console: _metrics reads its validation lines
     train_yml = write_options(workdir / 'train.yml', opt)
     _metrics(run_cli(['basicsr', 'train', '-opt', train_yml], workdir))
     ckpt = workdir / 'experiments' / 'e2e_DDistillSR' / 'models' / 'net_g_latest.pth'

@@ -1,0 +1,90 @@
+"""The short console of the demo (logger.console: progress): header, plain progress lines, one result line."""
+import io
+import logging
+import re
+
+import basicsr.train
+import pytest
+
+from ddsr import compat, console
+from ddsr.progress import LineProgress, format_duration, progress
+from tests.conftest import REPO_ROOT, run_cli
+
+DEMO = 'options/demo/train_DDistillSR_demo_x4.yml'
+
+
+def test_demo_console_is_short_and_ends_with_one_result_line(workdir):
+    iters = 4
+    res = run_cli(['basicsr', 'train', '-opt', DEMO, '--force_yml', f'train:total_iter={iters}', 'logger:print_freq=2',
+                   f'val:val_freq={iters}', f'logger:save_checkpoint_freq={iters}'], workdir,
+                  env={'OMP_NUM_THREADS': '1'})
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout + res.stderr
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) < 60, out
+    assert '\r' not in out  # not a terminal: plain lines, no carriage returns
+    header = [line for line in lines if line.startswith('ddsr: training')]
+    assert len(header) == 1 and re.fullmatch(r'ddsr: training demo_DDistillSR_x4: DDistillSR x4, 1,17\d,\d{3} '
+                                             r'parameters, 4 iterations \(batch 8\), on cpu', header[0]), header
+    assert [line for line in lines if line.startswith('iter ')] == [
+        line for line in lines if re.fullmatch(r'iter (2|4)/4 \((50|100)%\), [\d.]+ it/s, eta \d+:\d\d, '
+                                               r'l_pix [\d.e+-]+, lr 1\.0e-03', line)]
+    assert lines[-1].startswith('result: demo_DDistillSR_x4 after 4 iterations')
+    assert sum(line.startswith('result:') for line in lines) == 1
+    assert not any('with parameters' in line or 'Version Information' in line for line in lines)  # dumps: log only
+    # the log file keeps everything, and the result line reports the run's last validation
+    logs = list((workdir / 'experiments' / 'demo_DDistillSR_x4').glob('train_*.log'))
+    assert len(logs) == 1
+    log = logs[0].read_text()
+    assert 'with parameters: 1,17' in log and 'total_iter: 4' in log
+    last_psnr = float(re.findall(r'# psnr: ([\d.]+)', log)[-1])
+    shown = re.search(r'val demo_val PSNR ([\d.]+) dB, SSIM ([\d.]+) \(bicubic: PSNR ([\d.]+) dB, SSIM ([\d.]+)\)',
+                      lines[-1])
+    assert shown, lines[-1]
+    assert float(shown.group(1)) == pytest.approx(last_psnr, abs=6e-3)
+    from ddsr.preflight import load_options
+    opt = load_options(str(REPO_ROOT / DEMO))
+    for ds in opt['datasets'].values():
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            ds[key] = str(workdir / ds[key])
+    bicubic = console.bicubic_metrics(opt, 'demo_val')
+    assert float(shown.group(3)) == pytest.approx(bicubic['psnr'], abs=6e-3)
+    assert float(shown.group(4)) == pytest.approx(bicubic['ssim'], abs=6e-4)
+
+
+def test_logger_hook_only_acts_for_runs_that_ask(tmp_path):
+    compat.reset_basicsr_logger()
+    logger = basicsr.train.get_root_logger(log_file=str(tmp_path / 'a.log'))
+    assert any(type(h) is logging.StreamHandler for h in logger.handlers)  # BasicSR's console, unchanged
+    compat.reset_basicsr_logger()
+    opt = {'name': 'x', 'train': {'total_iter': 10}, 'logger': {'print_freq': 5, 'console': 'progress'}}
+    stream = io.StringIO()
+    original = basicsr.train.get_root_logger
+    try:
+        with console.installed(opt, stream) as run:
+            logger = basicsr.train.get_root_logger(log_file=str(tmp_path / 'b.log'))
+            assert not any(type(h) is logging.StreamHandler for h in logger.handlers)
+            logger.info('a long dump')
+            logger.warning('something\nto see')
+            assert stream.getvalue() == 'warning: something to see\n'
+            assert 'a long dump' in (tmp_path / 'b.log').read_text()
+            assert run.log_file == str(tmp_path / 'b.log')
+        last = stream.getvalue().splitlines()[-1]
+        assert last == 'result: x: 10 iterations in 0:00; checkpoints in experiments/x/models'
+    finally:
+        compat.reset_basicsr_logger()
+    assert basicsr.train.get_root_logger is original  # put back after the run
+    with console.installed({'logger': {'print_freq': 5}}) as run:  # not asked for: nothing installed
+        assert run is None and basicsr.train.get_root_logger is original
+
+
+def test_plain_progress_lines_and_eta_never_negative():
+    stream = io.StringIO()
+    bar = progress(3, 'work', unit='img', file=stream, every=0)
+    assert isinstance(bar, LineProgress)  # a StringIO is not a terminal
+    for _ in range(3):
+        bar.update()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3 and '\r' not in stream.getvalue()
+    assert lines[-1].startswith('work: 3/3 (100%)') and 'eta 0:00' in lines[-1]
+    assert format_duration(-5) == '0:00' and format_duration(3725) == '1:02:05'
