@@ -60,16 +60,20 @@ def write_csv_json(rows: Sequence[dict], stem: str) -> list[str]:
     return [stem + '.csv', stem + '.json']
 
 
-def plot_quality_cost(rows: Sequence[dict], psnr_key: str, path: str, title: str = '') -> str | None:
-    """PSNR vs params / GMACs / runtime, one point per row that has ``psnr_key``; None if no row has it."""
+def plot_quality_cost(rows: Sequence[dict], psnr_key: str, path: str, title: str = '',
+                      costs: Sequence[str] = ('params', 'macs', 'runtime_ms')) -> str | None:
+    """PSNR vs params / GMACs / runtime (the ``costs`` given), one point per row that has ``psnr_key``; None if no
+    row has it."""
     points = [r for r in rows if r.get(psnr_key) is not None]
     if not points:
         return None
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    axes_spec = [('params', 1e3, 'params (K)'), ('macs', 1e9, 'GMACs @256x256'), ('runtime_ms', 1, 'runtime (ms)')]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    axes_spec = [spec for spec in (('params', 1e3, 'params (K)'), ('macs', 1e9, 'GMACs @256x256'),
+                                   ('runtime_ms', 1, 'runtime (ms)')) if spec[0] in costs]
+    fig, axes = plt.subplots(1, len(axes_spec), figsize=(5 * len(axes_spec), 4.5), squeeze=False)
+    axes = axes[0]
     for ax, (key, div, label) in zip(axes, axes_spec, strict=False):
         for row in points:
             if row.get(key) is None:
