@@ -42,7 +42,7 @@ def test_demo_console_is_short_and_ends_with_one_result_line(workdir):
                       lines[-1])
     assert shown, lines[-1]
     assert float(shown.group(1)) == pytest.approx(last_psnr, abs=6e-3)
-    from ddsr.preflight import load_options
+    from ddsr.option_file import load_options
     opt = load_options(str(REPO_ROOT / DEMO))
     for ds in opt['datasets'].values():
         for key in ('dataroot_gt', 'dataroot_lq'):
