@@ -204,3 +204,23 @@ def test_option_file_spelling_ddsr_scheme(official_mirror, tmp_path):
     assert res.returncode == 0, res.stderr
     assert cv2.imread(str(tmp_path / 'out' / 'photo.png')).shape == (80, 80, 3)
     assert handler.requests == ['/DIPNet.pth']
+
+
+def test_model_flag_in_bench_export_and_make_enhanced_hr(official_mirror, tmp_path):
+    env, handler = official_mirror
+    res = run_cli(['bench', 'efficiency', '--model', 'DIPNet-x4', '--runs', '0', '--no-memory', '--count-size', '32',
+                   '32', '--device', 'cpu'], tmp_path, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert '243,252' in res.stdout  # the official DIPNet x4's parameter count
+    res = run_cli(['export', '--model', 'DIPNet-x4', '--out-pth', tmp_path / 'dipnet.pth'], tmp_path, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ckpt = torch.load(tmp_path / 'dipnet.pth', map_location='cpu', weights_only=True)
+    assert ckpt['arch']['type'] == 'DIPNet' and ckpt['arch']['upscale'] == 4
+    lq = tmp_path / 'lq'
+    lq.mkdir()
+    cv2.imwrite(str(lq / 'a.png'), np.full((16, 20, 3), 100, np.uint8))
+    res = run_cli(['make-enhanced-hr', '--model', 'DIPNet-x4', '--lq', lq, '-o', tmp_path / 'enh', '--device', 'cpu'],
+                  tmp_path, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert cv2.imread(str(tmp_path / 'enh' / 'a.png')).shape == (64, 80, 3)
+    assert handler.requests == ['/DIPNet.pth']  # downloaded once, then read from the cache

@@ -186,6 +186,13 @@ def run_quality(args: argparse.Namespace) -> int:
     print(format_table(rows, QUALITY_COLUMNS))
     if args.output:
         written = write_csv_json(rows, osp.join(args.output, 'quality'))
+        params = {spec.name: sum(p.numel() for p in build_network(spec).parameters()) for spec in specs}
+        for set_name in dict.fromkeys(row['set'] for row in rows):
+            points = [{'name': row['name'], 'params': params[row['name']], 'psnr': row['psnr']} for row in rows
+                      if row['set'] == set_name]
+            plot = plot_quality_cost(points, 'psnr', osp.join(args.output, f'quality_{set_name}_psnr_vs_params.png'),
+                                     title=f'{set_name}: Y-PSNR vs params', costs=('params',))
+            written += [plot] if plot else []
         print('wrote ' + ', '.join(written))
     return 0
 
