@@ -52,6 +52,8 @@ CASES = {
                   dict(output='db')),
     'make-demo-data': (['make-demo-data', '--output', 'demo'], ['make-demo-data', '--out', 'demo'],
                        dict(output='demo')),
+    'models': (['models', '--fetch', 'DIPNet-x4'], ['models', '--fetch', 'DIPNet-x4'],  # no output or network flags
+               dict(fetch=['DIPNet-x4'])),
 }
 DEVICE_COMMANDS = (['upscale', '--weights', 'w.pth', '-i', 'in', '-o', 'res'],
                    ['bench', 'efficiency', *NET], ['bench', 'quality', *NET],
@@ -90,7 +92,7 @@ def test_old_spellings_parse_to_the_same_namespace(name):
 def test_every_command_with_an_output_uses_the_shared_flag():
     commands = {module.NAME for module in _command_modules()}
     assert commands == {'upscale', 'export', 'bench', 'make-enhanced-hr', 'reparam', 'compress', 'make-lmdb',
-                        'make-demo-data'}  # a new command: add its flags to CASES
+                        'make-demo-data', 'models'}  # a new command: add its flags to CASES
     covered = {name.split('-efficiency')[0].split('-quality')[0] for name in CASES}
     assert covered == commands
 
