@@ -19,12 +19,16 @@ documented here:
    ``os.replace``): a kill at any moment leaves the previous or the new file, never a truncated one.
 8. Registration is idempotent for the same class (re-import, reload); a different class under an existing
    name still raises as in BasicSR. Unknown names raise :class:`ddsr.errors.UnknownTypeError` listing close names.
+9. Optimizers: ``BaseModel.get_optimizer`` of basicsr 1.4.2 knows only ``Adam``. Names added with
+   :func:`register_optimizer` (``OBProxSG``, :mod:`ddsr.compress.obproxsg`) are built from ``train.optim_g`` by
+   every model (``SRModel``, ``SwinIRModel``, ddsr's); ``Adam`` and unknown names behave exactly as before.
 
 Features that act on a run (NaN/Inf guard, unreadable samples) are not patches: they live in :mod:`ddsr.guards`
 and are installed by the command line for the duration of one run.
 """
 import collections
 import difflib
+import functools
 import glob
 import os
 import sys
@@ -41,6 +45,7 @@ from ddsr.errors import UnknownTypeError
 FROZEN_NETWORKS = ('network_t', )
 
 _APPLIED = False
+EXTRA_OPTIMIZERS: dict[str, type] = {}  # name in train.optim_g.type -> optimizer class (patch 9)
 
 
 def _alias_functional_tensor() -> None:
@@ -168,6 +173,25 @@ def _model_to_device(self, net):
     return net
 
 
+def register_optimizer(name: str, cls: type) -> None:
+    """Make ``train.optim_<x>.type: <name>`` build ``cls(params, lr, **kwargs)`` in every BasicSR model."""
+    EXTRA_OPTIMIZERS[name] = cls
+
+
+def _get_optimizer(original):
+    if getattr(original, '_ddsr_extra', False):
+        return original
+
+    @functools.wraps(original)
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        if optim_type in EXTRA_OPTIMIZERS:
+            return EXTRA_OPTIMIZERS[optim_type](params, lr, **kwargs)
+        return original(self, optim_type, params, lr, **kwargs)
+
+    get_optimizer._ddsr_extra = True
+    return get_optimizer
+
+
 def _patch_basicsr_modules() -> None:
     import basicsr.models.base_model as base_model
     import basicsr.train
@@ -177,6 +201,7 @@ def _patch_basicsr_modules() -> None:
     basicsr.train.load_resume_state = load_resume_state
     basicsr.utils.dist_util._init_dist_pytorch = _init_dist_pytorch
     BaseModel.model_to_device = _model_to_device
+    BaseModel.get_optimizer = _get_optimizer(BaseModel.get_optimizer)
 
 
 def reset_basicsr_logger() -> None:

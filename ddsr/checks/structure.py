@@ -7,6 +7,7 @@ from os import path as osp
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
+from ddsr.compat import EXTRA_OPTIMIZERS
 from ddsr.errors import DDSRError, UnknownTypeError
 
 REQUIRED = {'train': ('name', 'model_type', 'num_gpu', 'datasets', 'network_g', 'path', 'train', 'logger'),
@@ -156,10 +157,11 @@ def check_train_section(path: str, opt: dict) -> None:
     from basicsr.models.base_model import BaseModel
     for key, value in train.items():
         if str(key).startswith('optim_') and getattr(model_cls, 'get_optimizer', None) is BaseModel.get_optimizer:
-            if not isinstance(value, dict) or value.get('type') not in OPTIMIZERS:
+            known = OPTIMIZERS + tuple(EXTRA_OPTIMIZERS)  # + ddsr's (compat patch 9: OBProxSG)
+            if not isinstance(value, dict) or value.get('type') not in known:
                 got = value.get('type') if isinstance(value, dict) else value
                 raise DDSRError(f'{path}: train.{key}.type: {got!r} is not supported by basicsr 1.4.2 '
-                                f'(supported: {", ".join(OPTIMIZERS)})')
+                                f'(supported: {", ".join(known)})')
             if not isinstance(value.get('lr'), (int, float)) or isinstance(value.get('lr'), bool):
                 raise DDSRError(f'{path}: train.{key}.lr must be a number, got {value.get("lr")!r}')
     sched = train.get('scheduler')
