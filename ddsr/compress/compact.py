@@ -61,6 +61,13 @@ def ratio_target(state: dict[str, torch.Tensor], src_arch: dict, ratio: float, s
     return best
 
 
+def structure(state: dict[str, torch.Tensor], arch: dict) -> dict:
+    """Exact-zero structure of an EDSR / SwinIR family ``state``: live / total / dead indices of every channel, head,
+    MLP unit and block group (ValueError for other archs)."""
+    fam = family(arch)
+    return fam.structure(state, fam.normalize(arch))
+
+
 def compress_state(state: dict[str, torch.Tensor], src_arch: dict, target: str | dict | None = None,
                    ratio: float | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """(compact state dict, compact arch option) from a dense ``state`` of ``src_arch`` (give target or ratio)."""

@@ -6,8 +6,10 @@ dependency graph (ddsr.compress.dependency):
 - mid of block i: conv1 out = conv2 in;
 - upsample stage s: post-shuffle channel c = conv rows c*r^2..c*r^2+r^2-1 (PixelShuffle groups) = next conv in;
 - blocks: a dropped residual block becomes the identity.
-Ranking: group L2 norm over producers and consumers; a channel whose producers are exactly zero ranks last
-(removing it is exact). conv2 is rescaled by res_scale_src / res_scale_tgt so the block output is preserved.
+Ranking (:func:`ddsr.compress.importance.rank_scores`): a channel whose producers (weights and biases) are
+exactly zero is dead and ranks after every live one (removing it is exact); live and dead channels are each ordered
+by their group L2 norm over producers and consumers. A block with no live middle channel is dead and ranks last.
+conv2 is rescaled by res_scale_src / res_scale_tgt so the block output is preserved.
 """
 import math
 from typing import Any
@@ -16,7 +18,7 @@ import torch
 
 from ddsr.archs.edsrmini_arch import EDSRmini
 from ddsr.compress.dependency import coupled_slices
-from ddsr.compress.importance import group_scores, keep_top
+from ddsr.compress.importance import group_scores, keep_top, rank_scores
 from ddsr.compress.slicing import shuffle_groups, take
 
 DEFAULTS = dict(num_in_ch=3, num_out_ch=3, upscale=4, res_scale=1, img_range=255., rgb_mean=[0.4488, 0.4371, 0.4040])
@@ -63,7 +65,7 @@ def scores(state: dict[str, torch.Tensor], kw: dict) -> dict:
         p, q = map(slices, groups[f'body.{i}.conv1'])
         out['mid'].append(_rank(group_scores(p, c), group_scores(p + q, c)))
     conv2 = torch.stack([state[f'body.{i}.conv2.weight'].float().norm().cpu() for i in blocks])
-    out['block'] = torch.where(torch.stack([m['alive'].any() for m in out['mid']]), conv2, torch.tensor(-1.))
+    out['block'] = rank_scores(torch.stack([m['alive'].any() for m in out['mid']]), conv2)
     out['up'] = []
     for s, c in enumerate(ups):
         w, b = state[f'upsample.{2 * s}.weight'], state[f'upsample.{2 * s}.bias']
@@ -74,8 +76,18 @@ def scores(state: dict[str, torch.Tensor], kw: dict) -> dict:
 
 
 def _rank(producer: torch.Tensor, full: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Ranking score = full group norm, forced to -1 where the producers are exactly zero."""
-    return {'alive': producer > 0, 'score': torch.where(producer > 0, full, torch.full_like(full, -1.))}
+    """'alive' = producers not exactly zero; 'score' = full group norm, dead channels ranked after live ones."""
+    return {'alive': producer > 0, 'score': rank_scores(producer > 0, full)}
+
+
+def structure(state: dict[str, torch.Tensor], kw: dict) -> dict:
+    """Exact-zero structure: per group the live count, the total and the indices of dead channels / blocks."""
+    sc = scores(state, kw)
+    group = lambda a: {'alive': int(a.sum()), 'total': a.numel(),  # noqa: E731
+                       'dead': [i for i, v in enumerate(a.tolist()) if not v]}
+    return {'trunk': group(sc['trunk']['alive']), 'mid': [group(m['alive']) for m in sc['mid']],
+            'blocks': group(torch.stack([m['alive'].any() for m in sc['mid']])),
+            'upsample': [group(u['alive']) for u in sc['up']]}
 
 
 def config_for_alpha(kw: dict, sc: dict, alpha: float) -> dict:

@@ -6,7 +6,7 @@
   the quantity the compression paper reads after its sparsity-regularised pruning stage.
 """
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -26,6 +26,17 @@ def group_scores(slices: Iterable[tuple[torch.Tensor, int]], size: int, p: int =
     for t, dim in slices:
         score += slice_norm(t.float().cpu(), dim, p)
     return score.pow(1.0 / p)
+
+
+def rank_scores(alive: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """Ranking scores: live groups first, by norm; dead groups (exact-zero producers) after them, also by norm.
+
+    Dead scores are ``norm - (max norm + 1)`` < 0 <= live scores, so :func:`keep_top` removes dead groups first
+    and, among groups of the same kind, the one of smaller norm first (ties between dead groups are broken by the
+    norm of the weights that read them)."""
+    norm = norm.float()
+    offset = float(norm.max()) + 1.0 if norm.numel() else 0.0
+    return torch.where(alive, norm, norm - offset)
 
 
 def keep_top(scores: torch.Tensor, k: int) -> list[int]:
@@ -57,10 +68,3 @@ def density_by_group(net: nn.Module) -> dict[str, float]:
     out = {g: c[0] / c[1] for g, c in nnz.items()}
     out['total'] = sum(c[0] for c in nnz.values()) / max(1, sum(c[1] for c in nnz.values()))
     return out
-
-
-def soft_threshold_(params: Sequence[torch.Tensor], threshold: float) -> None:
-    """Proximal step of lambda*||w||_1: w <- sign(w) * max(|w| - threshold, 0), in place."""
-    with torch.no_grad():
-        for w in params:
-            w.copy_(w.sign() * (w.abs() - threshold).clamp_min(0))

@@ -9,14 +9,16 @@ Groups (keep-indices per group, own slicing: Torch-Pruning has no notion of head
 - MLP units of block (i, j): fc1 rows = fc2 columns;
 - blocks and RSTB layers: ranked by the norm of their residual output (proj+fc2, layer conv); dropped ones
   become the identity.
-A head / unit whose weights are exactly zero ranks last, so removing it is exact.
+A head / unit whose producer or consumer weights are exactly zero is dead and ranks after every live one, so
+removing it is exact; a block without live heads and units, and a layer without live blocks, are dead too. Live and
+dead groups are each ordered by norm (:func:`ddsr.compress.importance.rank_scores`).
 """
 import math
 from typing import Any
 
 import torch
 
-from ddsr.compress.importance import group_scores, keep_top
+from ddsr.compress.importance import group_scores, keep_top, rank_scores
 from ddsr.compress.slicing import take
 
 BASE = dict(upscale=2, in_chans=3, img_size=64, img_range=1., upsampler='pixelshuffledirect', resi_connection='1conv')
@@ -57,7 +59,7 @@ def compact_arch(kw: dict) -> dict:
 
 
 def _rank(alive: torch.Tensor, full: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {'alive': alive, 'score': torch.where(alive, full, torch.full_like(full, -1.))}
+    return {'alive': alive, 'score': rank_scores(alive, full)}
 
 
 def _block_scores(state: dict[str, torch.Tensor], pre: str, heads: int, hd: int, hidden: int) -> dict:
@@ -104,8 +106,27 @@ def scores(state: dict[str, torch.Tensor], kw: dict) -> dict:
             _block_scores(state, f'layers.{i}.residual_group.blocks.{j}', kw['layer_heads'][i][j], kw['head_dim'],
                           kw['layer_mlp_hidden'][i][j]) for j in range(depth)
         ])
-    out['layer'] = torch.stack([state[f'layers.{i}.conv.weight'].float().norm() for i in range(len(kw['depths']))])
+    for layer in out['blocks']:
+        alive = torch.stack([b['head']['alive'].any() | b['unit']['alive'].any() for b in layer])
+        ranked = rank_scores(alive, torch.stack([b['block'] for b in layer]))
+        for j, b in enumerate(layer):
+            b['block_alive'], b['block'] = bool(alive[j]), ranked[j]
+    layer_alive = torch.tensor([any(b['block_alive'] for b in layer) for layer in out['blocks']])
+    conv = torch.stack([state[f'layers.{i}.conv.weight'].float().norm() for i in range(len(kw['depths']))])
+    out['layer'] = rank_scores(layer_alive, conv)
     return out
+
+
+def structure(state: dict[str, torch.Tensor], kw: dict) -> dict:
+    """Exact-zero structure: live / total / dead indices of embed channels, heads and MLP units per block, blocks
+    per layer."""
+    sc = scores(state, kw)
+    group = lambda a: {'alive': int(a.sum()), 'total': a.numel(),  # noqa: E731
+                       'dead': [i for i, v in enumerate(a.tolist()) if not v]}
+    return {'embed': group(sc['embed']['alive']),
+            'layers': [{'blocks': group(torch.tensor([b['block_alive'] for b in layer])),
+                        'heads': [group(b['head']['alive']) for b in layer],
+                        'units': [group(b['unit']['alive']) for b in layer]} for layer in sc['blocks']]}
 
 
 def config_for_alpha(kw: dict, sc: dict, alpha: float) -> dict:

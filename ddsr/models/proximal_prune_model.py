@@ -1,16 +1,24 @@
-"""ProximalPruneSRModel: the pruning stage of "Compressing Deep Image Super-resolution Models" (Jiang et al.,
-Sec. 3): sparsity-regularised training, then the compact network carved out of the sparse one.
+"""ProximalPruneSRModel: the pruning stage of "Compressing Deep Image Super-resolution Models" (Jiang et al.)
+as the authors ran it, then the compact network carved out of the sparse one.
 
-Training minimises ``pixel_opt`` + lambda * ||theta||_1; the L1 part is a proximal step after every optimizer step
-on the conv / linear kernels: w <- sign(w) * max(|w| - lr * lambda, 0). The weight density per block / layer is
-logged at print_freq (``density_<group>``) and, at the end of training (``save`` with current_iter == -1),
-written as a report (``sparsity_report.json`` + ``sparsity_report.png`` under experiments/<name>/); with
-``prune.target`` or ``prune.ratio`` the compact network is carved out (:mod:`ddsr.compress.compact`) and saved
-self-describing as ``models/net_g_compact.pth``.
+Training minimises ``pixel_opt`` (the authors: Charbonnier) + lambda * ||w||_1 over every trainable parameter with
+the authors' optimizer, ``train.optim_g: {type: OBProxSG, lr, lambda_, epochSize, Np, No, eps}``
+(:mod:`ddsr.compress.obproxsg`): proximal SGD steps first, then orthant steps whose projection sets weights exactly
+to zero. The L1 penalty is element-wise: it zeroes weights, and a whole channel / head / block becomes dead only
+when every weight that produces it reaches zero (with the paper's lambda 1e-4 that rarely happens in a short run;
+the authors chose the compact model from the densities).
 
-Option section ``prune``: ``mode: proximal`` (the above) or ``compress`` (no regulariser; with total_iter 0 it
-turns the loaded dense checkpoint into the compact checkpoint from ``basicsr train``: stage 2); ``lambda`` (L1
-weight, default 1e-4); ``target`` (preset 'EDSRmini-default' / 'SwinIRmini-default' or an arch dict) or
+Report: the exact zeros of ``net_g`` (the trained weights, not the EMA, whose running average is never exactly
+zero) are counted per block / layer (``density_<group>`` at print_freq) and, at the end of training (``save`` with
+current_iter == -1), written to ``sparsity_report.json`` + ``sparsity_report.png`` under experiments/<name>/: the
+element density per group, the optimizer's phase counters and, for EDSR / SwinIR families, the structure (live /
+dead channels, heads, MLP units, blocks; :func:`ddsr.compress.compact.structure`). With ``prune.target`` or
+``prune.ratio`` the compact network is cut from the same ``net_g`` weights (:mod:`ddsr.compress.compact`: dead
+groups removed first) and saved self-describing as ``models/net_g_compact.pth``.
+
+Option section ``prune``: ``mode: proximal`` (the above; needs ``train.optim_g.type: OBProxSG``) or ``compress``
+(no training regulariser; with total_iter 0 it turns the loaded dense checkpoint into the compact checkpoint from
+``basicsr train``: stage 2); ``target`` (preset 'EDSRmini-default' / 'SwinIRmini-default' or an arch dict) or
 ``ratio`` (params ratio of the compact network). ``PruneSRModel`` with these modes builds this class.
 """
 import json
@@ -21,8 +29,9 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from ddsr.checkpoint import save_self_describing
-from ddsr.compress.compact import compress_state
-from ddsr.compress.importance import density_by_group, prunable_weights, soft_threshold_
+from ddsr.compress.compact import compress_state, structure
+from ddsr.compress.importance import density_by_group
+from ddsr.compress.obproxsg import OBProxSG
 from ddsr.errors import DDSRError
 
 MODES = ('proximal', 'compress')
@@ -33,21 +42,41 @@ class ProximalPruneSRModel(SRModel):
     """SRModel + proximal L1 sparsity, sparsity report and compact network."""
 
     def __init__(self, opt: dict):
-        self.prune_opt = {'mode': 'proximal', 'lambda': 1e-4, **(opt.get('prune') or {})}
+        self.prune_opt = {'mode': 'proximal', **(opt.get('prune') or {})}
         if self.prune_opt['mode'] not in MODES:
             raise DDSRError(f"prune.mode: '{self.prune_opt['mode']}' is not one of {', '.join(MODES)}")
+        if 'lambda' in self.prune_opt:
+            raise DDSRError('prune.lambda: the L1 weight is train.optim_g.lambda_ of the OBProxSG optimizer '
+                            '(train.optim_g: {type: OBProxSG, lr, lambda_, epochSize, Np, eps})')
+        optim_type = ((opt.get('train') or {}).get('optim_g') or {}).get('type')
+        if opt.get('is_train') and self.prune_opt['mode'] == 'proximal' and optim_type != 'OBProxSG':
+            raise DDSRError(f'prune.mode: proximal trains with train.optim_g.type: OBProxSG (the L1 term lives in '
+                            f'the optimizer), got {optim_type!r}')
         super().__init__(opt)
 
     def optimize_parameters(self, current_iter: int) -> None:
+        phase = self.optimizer_g.phase if isinstance(self.optimizer_g, OBProxSG) else None
         super().optimize_parameters(current_iter)
-        if self.prune_opt['mode'] == 'proximal':
-            threshold = self.optimizer_g.param_groups[0]['lr'] * float(self.prune_opt['lambda'])
-            soft_threshold_(list(prunable_weights(self.get_bare_model(self.net_g)).values()), threshold)
+        if phase is not None and self.optimizer_g.phase != phase:
+            get_root_logger().info(f'OBProxSG: {self.optimizer_g.phase} steps from iteration {current_iter + 1} '
+                                   f'(epoch {self.optimizer_g.epoch})')
         if current_iter % self.opt['logger']['print_freq'] == 0:
             self.log_dict.update({f'density_{k}': v for k, v in self.density().items()})
 
     def density(self) -> dict[str, float]:
+        """Fraction of non-zero conv / linear kernel weights of net_g per block / layer, plus 'total'."""
         return density_by_group(self.get_bare_model(self.net_g))
+
+    def net_g_state(self) -> dict:
+        """State dict of net_g (the trained weights; the exact zeros the optimizer made live here, not in the EMA)."""
+        return {k: v.detach().cpu() for k, v in self.get_bare_model(self.net_g).state_dict().items()}
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        if isinstance(self.optimizer_g, OBProxSG):
+            c = self.optimizer_g.counters()
+            get_root_logger().info(f"Resumed OBProxSG in the {c['phase']} phase: epoch {c['epoch']}, step "
+                                   f"{c['step_in_epoch']} of the epoch")
 
     def save(self, epoch: int, current_iter: int) -> None:
         super().save(epoch, current_iter)
@@ -64,9 +93,17 @@ class ProximalPruneSRModel(SRModel):
         root = self.opt['path']['experiments_root']
         density = self.density()
         path = osp.join(root, 'sparsity_report.json')
+        report = {'mode': self.prune_opt['mode'], 'weights': 'params (net_g, exact zeros; not the EMA)',
+                  'arch': self.opt['network_g'], 'density': density}
+        if isinstance(self.optimizer_g, OBProxSG):
+            group = self.optimizer_g.param_groups[0]
+            report['optimizer'] = {**self.optimizer_g.counters(), 'lr': group['lr'], 'lambda_': group['lambda_']}
+        try:
+            report['structure'] = structure(self.net_g_state(), dict(self.opt['network_g']))
+        except ValueError:  # not an EDSR / SwinIR family network: element density only
+            pass
         with open(path, 'w') as f:
-            json.dump({'mode': self.prune_opt['mode'], 'lambda': float(self.prune_opt['lambda']),
-                       'arch': self.opt['network_g'], 'density': density}, f, indent=2)
+            json.dump(report, f, indent=2)
         names = [k for k in density if k != 'total']
         fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(names)), 3))
         ax.bar(range(len(names)), [density[k] for k in names])
@@ -80,11 +117,12 @@ class ProximalPruneSRModel(SRModel):
         return path
 
     def save_compact(self) -> str:
-        """Compress the (EMA if present) network to prune.target / prune.ratio; models/net_g_compact.pth."""
-        net = self.get_bare_model(self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g)
-        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        """Cut the compact network (prune.target / prune.ratio) from net_g; models/net_g_compact.pth.
+
+        net_g, not the EMA: the zeros the optimizer made are exact in net_g only, so only there do dead groups
+        rank last and their removal change nothing."""
         try:
-            params, arch = compress_state(state, dict(self.opt['network_g']), self.prune_opt.get('target'),
+            params, arch = compress_state(self.net_g_state(), dict(self.opt['network_g']), self.prune_opt.get('target'),
                                           self.prune_opt.get('ratio'))
         except ValueError as err:
             raise DDSRError(f'prune: {err}') from err
