@@ -160,3 +160,21 @@ class LapPyramidLoss(nn.Module):
             level_loss = band.abs().sum() if self.reduction == 'sum' else 2 * band.abs().mean()
             total = total + 2**level * level_loss
         return self.loss_weight * total
+
+
+@LOSS_REGISTRY.register()
+class MultiLapLoss(LapPyramidLoss):
+    """The authors' name for the same loss (Jiang et al.'s release, ``dis_opt: {type: MultiLapLoss}``).
+
+    Their class accepts ``reduction`` ('none' | 'mean' | 'sum') but always takes per-level means; so does this
+    one, so that their option files give the same loss.
+
+    Args:
+        loss_weight (float): Weight of the loss. Default: 1.0.
+        reduction (str): Accepted and ignored, as in the authors' class. Default: 'mean'.
+    """
+
+    def __init__(self, loss_weight: float = 1.0, reduction: str = 'mean'):
+        if reduction not in ('none', 'mean', 'sum'):
+            raise ValueError(f"MultiLapLoss: unsupported reduction '{reduction}'")
+        super().__init__(loss_weight=loss_weight, levels=5, reduction='mean')
