@@ -168,19 +168,107 @@ def _demo(workdir, net, stage, name, extra=()):
     return workdir / 'experiments' / name
 
 
-def test_demo_chain_edsr(workdir):
-    """Stage 1 (proximal, shortened) -> 2 (compress via basicsr train) -> 3 (distill) -> basicsr test."""
-    exp1 = _demo(workdir, 'EDSRmini', '01_prune', 'demo_EDSRmini_x2_01_prune',
-                 ['train:total_iter=4', 'logger:print_freq=4', 'prune:lambda=2.0', 'val:val_freq=4'])
-    report = json.loads((exp1 / 'sparsity_report.json').read_text())
-    assert (exp1 / 'sparsity_report.png').stat().st_size > 1000
+def _teacher(workdir, net, extra=()):
+    """Stage 0 of a demo chain, shortened: the dense network stage 1 prunes and stage 3 (as released) distils."""
+    return _demo(workdir, net, '00_teacher', f'demo_{net}_x2_00_teacher',
+                 ['train:total_iter=4', 'val:val_freq=1000', *extra])
+
+
+# Stage 1 shortened: epochs of 2 iterations, 1 proximal epoch, then orthant steps (the demo file: 25 and 2).
+SHORT_EPOCHS = ['train:optim_g:epochSize=2', 'train:optim_g:Np=1', 'val:val_freq=1000', 'logger:print_freq=2']
+
+
+def test_stage1_paper_lambda_prunes(workdir):
+    """The demo's stage 1 with the paper's lr 5e-3, lambda 1e-4 and eps 1e-4: the orthant projection zeroes weights
+    (density < 1), counted on net_g, reported per group and with the optimizer's phase counters."""
+    _teacher(workdir, 'EDSRmini')
+    exp = _demo(workdir, 'EDSRmini', '01_prune', 'demo_EDSRmini_x2_01_prune', ['train:total_iter=6', *SHORT_EPOCHS])
+    report = json.loads((exp / 'sparsity_report.json').read_text())
+    assert report['optimizer'] == {'epoch': 3, 'step_in_epoch': 0, 'phase': 'orthant', 'lr': 5e-3, 'lambda_': 1e-4}
     net = build(load_yaml(workdir / 'options/demo/EDSRmini/01_prune_x2.yml')['network_g'])
-    net.load_state_dict(torch.load(exp1 / 'models' / 'net_g_latest.pth', weights_only=True)['params'])
+    net.load_state_dict(torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)['params'])
     direct = density_by_group(net)
     assert report['density'] == pytest.approx(direct, abs=1e-9)
-    assert 0 < direct['total'] < 1 and 'body.0' in direct
+    assert 0.5 < direct['total'] < 1.0
+    assert (exp / 'sparsity_report.png').stat().st_size > 1000
+    log = next(exp.glob('train_*.log')).read_text()
+    assert 'OBProxSG: orthant steps from iteration 3 (epoch 1)' in log
+
+
+def test_stage1_large_lambda_kills_channels_and_compact_removes_them(workdir):
+    """With lambda_ 1.0 whole middle channels reach exact zero in 12 iterations; the report lists them and the
+    compact step removes exactly those first (ratio 1: only they go, the output is unchanged)."""
+    from ddsr.compress import edsr_compress
+    from ddsr.compress.importance import keep_top
+    _teacher(workdir, 'EDSRmini')
+    exp = _demo(workdir, 'EDSRmini', '01_prune', 'demo_EDSRmini_x2_01_prune',
+                ['train:total_iter=12', 'train:optim_g:lambda_=1.0', *SHORT_EPOCHS])
+    structure = json.loads((exp / 'sparsity_report.json').read_text())['structure']
+    arch = load_yaml(workdir / 'options/demo/EDSRmini/01_prune_x2.yml')['network_g']
+    state = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)['params']
+    dead = [m['dead'] for m in structure['mid']]
+    assert sum(map(len, dead)) > 0 and all(len(d) < 32 for d in dead), dead
+    for i, channels in enumerate(dead):  # dead = conv1 rows and biases exactly zero
+        w, b = state[f'body.{i}.conv1.weight'], state[f'body.{i}.conv1.bias']
+        assert [c for c in range(32) if not (w[c].any() or b[c].any())] == channels
+    kept, compact = compress_state(state, arch, ratio=1.0)
+    assert compact['block_channels'] == [32 - len(d) for d in dead]
+    dense, mini = build(arch), build(compact)
+    dense.load_state_dict(state)
+    mini.load_state_dict(kept)
+    assert _max_diff(dense, mini, (1, 3, 24, 24)) <= 1e-4
+    sc = edsr_compress.scores(state, edsr_compress.normalize(arch))
+    for i, channels in enumerate(dead):  # any smaller width drops the dead channels before a live one
+        width = 32 - len(channels) - 1
+        assert set(keep_top(sc['mid'][i]['score'], width)).isdisjoint(channels)
+
+
+def test_stage1_resume_in_the_orthant_phase(workdir):
+    """Kill stage 1 after the switch to orthant steps; --auto_resume continues with the saved counters and zeros."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    _teacher(workdir, 'EDSRmini')
+    exp = workdir / 'experiments' / 'demo_EDSRmini_x2_01_prune'
+    yml = workdir / 'options' / 'demo' / 'EDSRmini' / '01_prune_x2.yml'
+    args = ['-opt', str(yml), '--force_yml', *SHORT_EPOCHS, 'logger:save_checkpoint_freq=4']
+    proc = subprocess.Popen([sys.executable, '-m', 'ddsr.cli', 'basicsr', 'train', *args, 'train:total_iter=100000'],
+                            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while not list((exp / 'training_states').glob('*.state')) and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    states = sorted(int(p.stem) for p in (exp / 'training_states').glob('*.state'))
+    assert states, 'no training state written before the deadline'
+    saved_iter = states[-1]
+    saved = torch.load(exp / 'training_states' / f'{saved_iter}.state', weights_only=True)['optimizers'][0]
+    assert saved['obproxsg'] == {'epoch': saved_iter // 2, 'step_in_epoch': 0}  # orthant from epoch 1 on
+    zeros = {k: v == 0 for k, v in torch.load(exp / 'models' / f'net_g_{saved_iter}.pth',
+                                               weights_only=True)['params'].items()}
+    res = run_cli(['basicsr', 'train', *args, f'train:total_iter={saved_iter + 4}', '--auto_resume'], workdir)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    log = sorted(exp.glob('train_*.log'))[-1].read_text()
+    assert f'Resumed OBProxSG in the orthant phase: epoch {saved_iter // 2}, step 0 of the epoch' in log
+    report = json.loads((exp / 'sparsity_report.json').read_text())
+    assert report['optimizer']['epoch'] == (saved_iter + 4) // 2 and report['optimizer']['phase'] == 'orthant'
+    final = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)['params']
+    for k, was_zero in zeros.items():  # orthant steps never revive a zero (proximal steps would)
+        assert bool((final[k][was_zero] == 0).all()), k
+
+
+def test_demo_chain_edsr(workdir):
+    """Stage 0 (teacher) -> 1 (OBProxSG) -> 2 (compress via basicsr train) -> 3 as released and ddsr's variant ->
+    basicsr test."""
+    _teacher(workdir, 'EDSRmini')
+    exp1 = _demo(workdir, 'EDSRmini', '01_prune', 'demo_EDSRmini_x2_01_prune', ['train:total_iter=4', *SHORT_EPOCHS])
+    net = build(load_yaml(workdir / 'options/demo/EDSRmini/01_prune_x2.yml')['network_g'])
+    net.load_state_dict(torch.load(exp1 / 'models' / 'net_g_latest.pth', weights_only=True)['params'])
     logged = next(exp1.glob('train_*.log')).read_text().split('iter:       4,')[1].split('\n')[0]
-    assert f"density_body.0: {direct['body.0']:.4e}" in logged
+    assert f"density_body.0: {density_by_group(net)['body.0']:.4e}" in logged
 
     yml1 = workdir / 'options/demo/EDSRmini/01_prune_x2.yml'
     res = run_cli(['compress', '--ckpt', exp1 / 'models/net_g_latest.pth', '--arch-opt', yml1, '--ratio', '0.3',
@@ -192,26 +280,29 @@ def test_demo_chain_edsr(workdir):
     exp2 = _demo(workdir, 'EDSRmini', '02_compress', 'demo_EDSRmini_x2_02_compress')
     ckpt = torch.load(exp2 / 'models' / 'net_g_compact.pth', weights_only=True)
     assert ckpt['arch']['type'] == 'EDSRmini' and count_params(build(ckpt['arch'])) == 49603
-    exp3 = _demo(workdir, 'EDSRmini', '03_distill', 'demo_EDSRmini_x2_03_distill',
-                 ['train:total_iter=4', 'val:val_freq=4'])
-    final = torch.load(exp3 / 'models' / 'net_g_latest.pth', weights_only=True)['params']
-    assert sum(v.numel() for v in final.values()) == 49603
+    for stage in ('03_distill_released', '03_distill_from_pruned'):
+        exp3 = _demo(workdir, 'EDSRmini', stage, f'demo_EDSRmini_x2_{stage}', ['train:total_iter=4', 'val:val_freq=4'])
+        final = torch.load(exp3 / 'models' / 'net_g_latest.pth', weights_only=True)['params']
+        assert sum(v.numel() for v in final.values()) == 49603
     res = run_cli(['basicsr', 'test', '-opt', workdir / 'options/demo/EDSRmini/04_test_x2.yml'], workdir)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert 'psnr' in (res.stdout + res.stderr)
 
 
 def test_demo_chain_swinir(workdir):
-    """SwinIR-light-like teacher -> pruning stage -> SwinIRmini (paper config) -> distillation -> basicsr test."""
+    """SwinIR-light-like teacher -> OBProxSG stage -> SwinIRmini (paper config) -> distillation -> basicsr test."""
     small = ['datasets:train:batch_size_per_gpu=2', 'datasets:train:gt_size=64']
+    _teacher(workdir, 'SwinIRmini', small)
     exp1 = _demo(workdir, 'SwinIRmini', '01_prune', 'demo_SwinIRmini_x2_01_prune',
-                 ['train:total_iter=2', 'logger:print_freq=2', 'prune:lambda=2.0', 'val:val_freq=1000', *small])
-    density = json.loads((exp1 / 'sparsity_report.json').read_text())['density']
-    assert 0 < density['total'] < 1 and 'layers.0' in density
+                 ['train:total_iter=4', *SHORT_EPOCHS, *small])
+    report = json.loads((exp1 / 'sparsity_report.json').read_text())
+    assert 0 < report['density']['total'] < 1 and 'layers.0' in report['density']
+    heads = report['structure']['layers'][0]['heads']
+    assert len(heads) == 4 and heads[0]['total'] == 6 and report['structure']['embed']['total'] == 36
     exp2 = _demo(workdir, 'SwinIRmini', '02_compress', 'demo_SwinIRmini_x2_02_compress')
     ckpt = torch.load(exp2 / 'models' / 'net_g_compact.pth', weights_only=True)
     assert ckpt['arch']['type'] == 'SwinIRmini' and count_params(build(ckpt['arch'])) == 98868
-    exp3 = _demo(workdir, 'SwinIRmini', '03_distill', 'demo_SwinIRmini_x2_03_distill',
+    exp3 = _demo(workdir, 'SwinIRmini', '03_distill_released', 'demo_SwinIRmini_x2_03_distill_released',
                  ['train:total_iter=2', 'val:val_freq=1000', *small])
     final = torch.load(exp3 / 'models' / 'net_g_latest.pth', weights_only=True)['params']
     assert sum(v.numel() for k, v in final.items() if 'relative_position_index' not in k and 'attn_mask' not in k) \
