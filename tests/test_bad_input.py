@@ -295,6 +295,8 @@ def test_nan_loss_stops_with_iteration_and_saves_last_good_state(workdir, model_
         opt['train']['total_iter'] = 20
     opt['train']['pixel_opt'] = {'type': 'NaNAfterLoss', 'at': 5}
     opt['model_type'] = model_type
+    if model_type == 'PruneSRModel':  # plain training (mode proximal needs OBProxSG, tested in test_compress.py)
+        opt['prune'] = {'mode': 'finetune'}
     opt['logger']['save_checkpoint_freq'] = 3
     opt['train']['scheduler']['milestones'] = [2]
     BAD_INPUTS['tried'] += 1
