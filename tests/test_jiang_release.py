@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from ddsr.compress.compact import build
+from ddsr.checkpoint import build_network as build
 from tests.conftest import run_cli
 
 RELEASE = Path(__file__).resolve().parent / 'data' / 'jiang_release'

@@ -170,5 +170,5 @@ def test_basicsr_and_ddsr_models_build_it(tmp_path, demo_root):
 
 
 def _edsr_state(net_opt):
-    from ddsr.compress.compact import build
+    from ddsr.checkpoint import build_network as build
     return build(net_opt).state_dict()
