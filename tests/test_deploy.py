@@ -157,18 +157,20 @@ def test_onnx_matches_pytorch(tmp_path, name, make):
         assert (out - ref).abs().max() <= 1e-4, (name, h, w)
 
 
-def test_auto_path_runs_swin_through_onnxruntime():
-    """The default CPU path times PyTorch and onnxruntime and keeps the faster: onnxruntime for SwinIRmini (3x
-    faster), whose export works at any input size (padded to the window) and matches PyTorch."""
+def test_auto_path_times_both_backends_and_swin_onnx_matches(tmp_path):
+    """The default CPU path times PyTorch and onnxruntime and keeps the faster (which one wins is a benchmark
+    figure, not asserted here: it depends on the machine's load); the SwinIRmini export works at any input size
+    (padded to the window) and matches PyTorch."""
     torch.manual_seed(0)
     net = ARCH_REGISTRY.get('SwinIRmini')(upscale=2).eval()
     up = auto_upscaler(net)
     timings = up.info['timings_ms']
     assert set(timings) == {'torch', 'onnxruntime'} and timings[up.info['backend']] == min(timings.values())
-    assert up.info['backend'] == 'onnxruntime'  # 0.28x of eager vs 0.95x for channels_last (README table)
     x = natural_image(64)[..., :27, :45]
     with torch.no_grad():
         assert (up(x) - torch_upscaler(net)(x)).abs().max() <= 1e-4
+    export_onnx(net, tmp_path / 'swin.onnx', size=16)
+    assert (onnx_upscaler(str(tmp_path / 'swin.onnx'))(x) - torch_upscaler(net)(x)).abs().max() <= 1e-4
 
 
 def test_tiled_esa_net_upscale_uses_pytorch(tmp_path):
