@@ -61,29 +61,28 @@ class PretrainedModel:
         return int(self.arch.get('upscale', 4))
 
 
+def _released(name: str, arch: dict, github_file: str, sha256: str, license: str, source: str, notes: str,
+              aliases: tuple[str, ...]) -> PretrainedModel:
+    """A deploy-form plain state dict published in a GitHub repository (``owner/repo/branch/path``)."""
+    return PretrainedModel(name, arch, f'https://raw.githubusercontent.com/{github_file}', sha256, license, 'deploy',
+                           source, notes, aliases=aliases)
+
+
 MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
-    PretrainedModel(
-        name='DDistill-SR-x4',
-        arch={'type': 'DDistillSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 56, 'dyn_dim': 16, 'upscale': 4,
-              'deploy': True},
-        url='https://raw.githubusercontent.com/icandle/DDistill-SR/main/model-backup/DDistill-SRx4_inference.pth',
-        sha256='d0a7a6d99dcfbd8ea605e83354b8c1225bbd6aab6656ca07793df9a7c08db5a4',
-        license='Apache-2.0',
-        form='deploy',
-        source='Wang et al., DDistill-SR (icandle/DDistill-SR, model-backup/)',
-        notes='x4 inference (reparameterized) weights, 56 features, L=16; plain state dict, RGB in [0, 1]',
-        aliases=('DDistillSR-x4', 'DDistill-SRx4')),
-    PretrainedModel(
-        name='DIPNet-x4',
-        arch={'type': 'DIPNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 44, 'num_mid': 38, 'num_block': 4,
-              'esa_channels': 16, 'upscale': 4, 'deploy': True},
-        url='https://raw.githubusercontent.com/xiumu00/DIPNet/master/model_zoo/DIPNet.pth',
-        sha256='7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1',
-        license='MIT',
-        form='deploy',
-        source='Yu et al., DIPNet, NTIRE 2023 ESR winner (xiumu00/DIPNet, model_zoo/)',
-        notes='x4 deploy weights, 44 features, middle width 38, 4 blocks, ESA 16; plain state dict, RGB in [0, 1]',
-        aliases=('DIPNet', 'DIPNet_x4')),
+    _released('DDistill-SR-x4', {'type': 'DDistillSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 56, 'dyn_dim': 16,
+                                 'upscale': 4, 'deploy': True},
+              'icandle/DDistill-SR/main/model-backup/DDistill-SRx4_inference.pth',
+              'd0a7a6d99dcfbd8ea605e83354b8c1225bbd6aab6656ca07793df9a7c08db5a4', 'Apache-2.0',
+              'Wang et al., DDistill-SR (icandle/DDistill-SR, model-backup/)',
+              'x4 inference (reparameterized) weights, 56 features, L=16; plain state dict, RGB in [0, 1]',
+              ('DDistillSR-x4', 'DDistill-SRx4')),
+    _released('DIPNet-x4', {'type': 'DIPNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 44, 'num_mid': 38,
+                            'num_block': 4, 'esa_channels': 16, 'upscale': 4, 'deploy': True},
+              'xiumu00/DIPNet/master/model_zoo/DIPNet.pth',
+              '7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1', 'MIT',
+              'Yu et al., DIPNet, NTIRE 2023 ESR winner (xiumu00/DIPNet, model_zoo/)',
+              'x4 deploy weights, 44 features, middle width 38, 4 blocks, ESA 16; plain state dict, RGB in [0, 1]',
+              ('DIPNet', 'DIPNet_x4')),
 )}
 # Not listed: the train-form DDistill-SRx2/x3/x4.pth of the same DDistill-SR folder, whose sha256 could not be
 # established here (no network access when this registry was written); listing a file means verifying it.
