@@ -1,13 +1,23 @@
 """ddsr: efficient super-resolution for BasicSR.
 
-Importing ddsr applies the compatibility layer (:mod:`ddsr.compat`) and then imports every subpackage, whose
-``__init__`` auto-imports its ``*_arch.py`` / ``*_loss.py`` / ``*_model.py`` / ``*_dataset.py`` files, so that
-every class is in BasicSR's registries (ARCH, LOSS, MODEL, DATASET).
+``import ddsr`` is light (no torch, no basicsr): it only arranges for BasicSR to be patched (:mod:`ddsr.compat`) when
+it is imported and for ddsr's archs, datasets, losses and models to enter BasicSR's registries when a registry is
+first used, so ``import ddsr`` followed by BasicSR's API (``build_network({'type': 'DIPNet', ...})``, ``basicsr
+train``) works as before while inference (``ddsr upscale``) imports only torch and the network it runs. See
+:mod:`ddsr.registration` for the design.
 """
-from ddsr import compat
+import importlib
 
-compat.apply()
+from ddsr import registration as _registration
 
-from ddsr import archs, data, losses, models  # noqa: E402,F401  (registration)
+_registration.install()
 
 __version__ = '0.1.0'
+_LAZY = ('archs', 'bench', 'checks', 'commands', 'compat', 'compress', 'data', 'deploy', 'losses', 'models')
+
+
+def __getattr__(name: str):
+    """``ddsr.archs`` etc. without importing them up front."""
+    if name in _LAZY:
+        return importlib.import_module(f'{__name__}.{name}')
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

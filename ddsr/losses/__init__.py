@@ -1,4 +1,15 @@
-"""ddsr losses: every `*_loss.py` here is imported so its classes land in BasicSR's LOSS_REGISTRY."""
-from ddsr.registry_import import import_modules
+"""ddsr losses: every `*_loss.py` here registers its classes in BasicSR's LOSS_REGISTRY.
 
-_modules = import_modules(__name__, __path__, '_loss')
+This ``__init__`` imports nothing (so that a light module here, e.g. a helper, does not pull in basicsr):
+:mod:`ddsr.registration` imports the ``*_loss`` modules when a BasicSR registry is first used.
+``_modules`` (every ``*_loss`` module) triggers that.
+"""
+
+
+def __getattr__(name: str):
+    if name == '_modules':
+        from ddsr.registration import ensure
+        from ddsr.registry_import import import_modules
+        ensure()
+        return import_modules(__name__, __path__, '_loss')
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
