@@ -87,8 +87,8 @@ def _idempotent_registry() -> None:
     def registered_first(method):  # ddsr's classes enter the registries on first use (ddsr.registration)
         @functools.wraps(method)
         def wrapper(self, *args, **kwargs):
-            from ddsr.registration import register_all
-            register_all()
+            from ddsr.registry_import import first_use
+            first_use()
             return method(self, *args, **kwargs)
         wrapper._ddsr_registered_first = True
         return wrapper

@@ -31,8 +31,9 @@ import importlib.util
 import sys
 from types import ModuleType
 
+from ddsr.registry_import import REGISTRATION as STATE
+
 SUBPACKAGES = {'archs': '_arch', 'data': '_dataset', 'losses': '_loss', 'models': '_model'}
-STATE = {'patched': False, 'registering': False, 'registered': False}
 
 
 def register_all() -> None:
@@ -54,10 +55,8 @@ def register_all() -> None:
 
 def patch_basicsr() -> None:
     """Apply ddsr.compat to an imported basicsr (idempotent)."""
-    if not STATE['patched']:
-        from ddsr import compat
-        compat.apply()
-        STATE['patched'] = True
+    from ddsr import compat
+    compat.apply()
 
 
 class _HookedLoader(importlib.abc.Loader):
@@ -98,6 +97,7 @@ def uninstall() -> None:
 
 def install() -> None:
     """Called by ``import ddsr``: patch basicsr now if it is imported, else when it will be."""
+    STATE['on_first_use'] = register_all
     if 'basicsr' in sys.modules:
         patch_basicsr()
     elif not any(isinstance(finder, _BasicSRHook) for finder in sys.meta_path):

@@ -8,3 +8,15 @@ def import_modules(package: str, path: list[str], suffix: str) -> list[ModuleTyp
     """Import every module ``<package>.*<suffix>`` found in ``path`` (sorted, so the order is stable)."""
     names = sorted(info.name for info in pkgutil.iter_modules(path) if info.name.endswith(suffix))
     return [importlib.import_module(f'{package}.{name}') for name in names]
+
+
+# When ddsr's classes enter BasicSR's registries (ddsr.registration fills this in; kept here, at the bottom layer, so
+# that ddsr.compat's registry patch and ddsr.archs.registry can consult it without importing upward).
+REGISTRATION: dict = {'registered': False, 'registering': False, 'on_first_use': None}
+
+
+def first_use() -> None:
+    """Called by every lookup in a BasicSR registry: runs ddsr.registration.register_all once."""
+    callback = REGISTRATION['on_first_use']
+    if callback is not None:
+        callback()

@@ -2,14 +2,13 @@
 
 This ``__init__`` imports nothing, so that importing one network does not import the others (EDSRmini and
 SwinIRmini subclass BasicSR's archs and import basicsr); :mod:`ddsr.registration` imports them all into BasicSR's
-ARCH_REGISTRY when a BasicSR registry is first used. ``_modules`` (every ``*_arch`` module) triggers that.
+ARCH_REGISTRY when a BasicSR registry is first used. ``_modules`` imports every ``*_arch`` module (and is the
+list of them).
 """
 
 
 def __getattr__(name: str):
     if name == '_modules':
-        from ddsr.registration import ensure
         from ddsr.registry_import import import_modules
-        ensure()
         return import_modules(__name__, __path__, '_arch')
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

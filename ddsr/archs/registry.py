@@ -29,8 +29,8 @@ class _ArchRegistry:
     def register(self, obj: type | None = None):
         def deco(cls: type) -> type:
             _CLASSES[cls.__name__] = cls
-            from ddsr.registration import STATE
-            if STATE['registered'] or STATE['registering']:
+            from ddsr.registry_import import REGISTRATION
+            if REGISTRATION['registered'] or REGISTRATION['registering']:
                 _forward(cls)
             return cls
 
@@ -51,10 +51,8 @@ def arch_class(name: str) -> type:
     if name in MODULES:
         importlib.import_module(MODULES[name])
         return _CLASSES[name]
-    from ddsr.registration import ensure
-    ensure()
-    from basicsr.utils.registry import ARCH_REGISTRY as BASICSR_ARCHS
-    return BASICSR_ARCHS.get(name)  # UnknownTypeError listing close names (ddsr.compat)
+    from basicsr.utils.registry import ARCH_REGISTRY as BASICSR_ARCHS  # patched on import (ddsr.registration)
+    return BASICSR_ARCHS.get(name)  # registers ddsr's classes first; UnknownTypeError listing close names
 
 
 def build_arch(config: Mapping[str, Any]) -> Any:

@@ -1,6 +1,7 @@
 """``ddsr export``: deploy checkpoint (fused, inference weights + arch) and/or ONNX model of a trained network."""
 import argparse
 
+from ddsr.commands.upscale import add_network_arguments, build_network_from_args
 from ddsr.errors import DDSRError
 
 NAME = 'export'
@@ -8,7 +9,6 @@ HELP = 'write a deploy checkpoint (reparameterized, self-describing) and/or an O
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ddsr.commands.upscale import add_network_arguments
     add_network_arguments(parser)
     parser.add_argument('--out-pth', help='deploy checkpoint to write (.pth)')
     parser.add_argument('--out-onnx', help='ONNX model to write (.onnx, opset 17, dynamic height/width)')
@@ -17,7 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddsr.commands.upscale import build_network_from_args
     from ddsr.deploy.export import export_checkpoint, export_onnx, onnx_max_diff
     if not args.out_pth and not args.out_onnx:
         raise DDSRError('nothing to write: give --out-pth and/or --out-onnx')
