@@ -107,7 +107,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ddsr.deploy.pipeline import run_folder
     from ddsr.deploy.runner import describe, make_plan
-    plan = make_plan(args, None if args.onnx else flags.arch_from_args(args), files)
+    opt = None
+    if args.opt:  # parsed once; checked as `basicsr test` would (network_g builds), one error line otherwise
+        from ddsr.checks.networks import check_network
+        from ddsr.option_file import load_options
+        opt = load_options(args.opt)
+        check_network(opt.get('network_g'), f'{args.opt}: network_g')
+    plan = make_plan(args, None if args.onnx else flags.arch_from_args(args), files, opt)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(files), unit='img', file=sys.stderr) as bar:
         def on_image(src: Path, shape: tuple[int, ...]) -> None:

@@ -2,7 +2,8 @@
 
 Steps (each done once per command):
 
-1. **Source** (:func:`read_source`, no torch): the option file is parsed once, the checkpoint's bytes are read once;
+1. **Source** (:func:`read_source`, no torch): the checkpoint's bytes are read once (the command parses and checks
+   an option file once);
    the cache key is their content hash + arch config + threads + device + library versions + ddsr's arch sources.
 2. **Cache** (:mod:`ddsr.deploy.cache`): on a hit the stored choice is used at once. On a miss (or a corrupt entry)
    :func:`probe` builds the network (one ``torch.load`` of the bytes already read, one build), exports it to ONNX,
@@ -65,23 +66,11 @@ class Plan:
     info: dict
 
 
-def _options(path: str) -> dict:
-    import yaml
-    try:
-        with open(path, encoding='utf-8') as f:
-            opt = yaml.safe_load(f)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        opt = None
-    if not isinstance(opt, dict):  # BasicSR's reading names the problem (line, column)
-        from ddsr.option_file import load_options
-        opt = load_options(path)
-    return opt
-
-
-def read_source(args: argparse.Namespace, arch: dict | None) -> Source:
-    """The network source of ``-opt`` or ``--weights`` (``arch``: of ``--arch``/``--arch-kwargs``; ``--param-key``)."""
+def read_source(args: argparse.Namespace, arch: dict | None, opt: dict | None = None) -> Source:
+    """The network source of ``-opt`` (``opt``: the option file, parsed and checked by the command) or ``--weights``
+    (``arch``: of ``--arch``/``--arch-kwargs``; ``--param-key``)."""
     if args.opt:
-        opt = _options(args.opt)
+        opt = opt or {}
         arch = opt.get('network_g')
         if not isinstance(arch, dict) or not isinstance(arch.get('type'), str):
             raise DDSRError(f'{args.opt}: network_g: expected a mapping with "type:" and the arch kwargs, got {arch!r}')
@@ -91,6 +80,8 @@ def read_source(args: argparse.Namespace, arch: dict | None) -> Source:
             raise DDSRError(f'{args.opt}: path.pretrain_network_g is not set')
         label, param_key, strict = f'{args.opt}: path.pretrain_network_g', paths.get('param_key_g', 'params'), \
             paths.get('strict_load_g', True) is not False
+        if param_key is not None and not isinstance(param_key, str):
+            raise DDSRError(f'{args.opt}: path.param_key_g must be a name (params, params_ema), got {param_key!r}')
     else:
         weights, label, param_key, strict = args.weights, '--weights', args.param_key, True
     path = Path(str(weights))
@@ -298,15 +289,15 @@ def onnx_file_meta(session, path: str) -> dict:
     return {'scale': int(meta['scale']), 'multiple': multiple, 'min_size': int(meta.get('min_size', max(16, multiple)))}
 
 
-def make_plan(args: argparse.Namespace, arch: dict | None, files: list[Path]) -> Plan:
-    """The forward of ``ddsr upscale`` for ``args`` (``arch``: of ``--arch``/``--arch-kwargs``; ``files``: the
-    inputs, for ``auto``'s estimate)."""
+def make_plan(args: argparse.Namespace, arch: dict | None, files: list[Path], opt: dict | None = None) -> Plan:
+    """The forward of ``ddsr upscale`` for ``args`` (``arch``: of ``--arch``/``--arch-kwargs``; ``opt``: the parsed
+    option file of ``-opt``; ``files``: the inputs, for ``auto``'s estimate)."""
     if args.onnx:
         if not Path(args.onnx).is_file():
             raise DDSRError(f'ONNX model not found: {args.onnx}')
         meta = onnx_file_meta(ort_session(args.onnx, args.threads), args.onnx)
         return _ort_plan(args.onnx, meta, args, {'source': 'given'})
-    source = read_source(args, arch)
+    source = read_source(args, arch, opt)
     if args.backend == 'torch' or args.device != 'cpu':  # --device: resolved and checked by ddsr.commands
         _import_torch()
         import torch
