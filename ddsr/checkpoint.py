@@ -17,6 +17,7 @@ or the new file, never a truncated one; the file gets the mode ``torch.save`` wo
 
 Only ``torch`` is imported at module level; the ARCH registry (BasicSR) is imported when a network is built.
 """
+import io
 import os
 import tempfile
 from collections.abc import Mapping
@@ -42,14 +43,16 @@ class Checkpoint:
     arch: dict | None
 
 
-def load_file(path: str | os.PathLike, label: str = 'checkpoint', map_location: Any = 'cpu') -> dict:
+def load_file(path: str | os.PathLike, label: str = 'checkpoint', map_location: Any = 'cpu',
+              data: bytes | None = None) -> dict:
     """``torch.load`` (weights only) of a checkpoint or training state; missing, unreadable or not a dict is a
-    :class:`DDSRError` naming ``label`` and the file."""
+    :class:`DDSRError` naming ``label`` and the file. ``data``: the file's bytes, already read (``ddsr upscale``
+    hashes them for its cache), so the file is not read again."""
     path = str(path)
-    if not osp.isfile(path):
+    if data is None and not osp.isfile(path):
         raise DDSRError(f'{label}: file not found: {path}')
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(io.BytesIO(data) if data is not None else path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, random bytes, pickled code: torch raises many types
         first = (str(err).splitlines() or [type(err).__name__])[0][:200]
         raise DDSRError(f'{label}: cannot read checkpoint {path}: {first}') from None

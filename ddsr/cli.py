@@ -1,7 +1,8 @@
 """Command line: ``basicsr train|test`` (BasicSR's pipelines with ddsr registered) and ``ddsr <command>``.
 
 ``ddsr`` sub-commands are discovered from :mod:`ddsr.commands`: each module defines ``NAME``, ``HELP``,
-``add_arguments(parser)`` and ``run(args) -> int``.
+``add_arguments(parser)`` and ``run(args) -> int``. Command modules import torch, basicsr and ddsr's heavy modules
+inside ``run`` (not at their top), so ``ddsr --help`` and ``ddsr <command> --help`` start without torch.
 
 Exit codes of every command: 0 success; 1 some items failed (e.g. ``ddsr upscale``: listed on stderr) or an
 unexpected internal error (one ``error: unexpected ...`` line; ``DDSR_TRACEBACK=1`` shows the traceback);
@@ -11,6 +12,8 @@ or an image that cannot be loaded, printed as one ``error: ...`` line, or a comm
 130 interrupted (Ctrl-C). What a run wrote is never removed: after a failure or interruption only the run folders
 it created and left without any file are removed; the others are kept and their place is printed.
 """
+from __future__ import annotations
+
 import argparse
 import contextlib
 import gc
@@ -21,11 +24,14 @@ import shutil
 import sys
 import traceback
 from os import path as osp
+from typing import TYPE_CHECKING
 
-import ddsr  # noqa: F401  (compat + registration before basicsr's pipelines are imported)
-from ddsr import commands, preempt, runlock, sample_errors
+import ddsr  # noqa: F401  (light: arranges compat + registration for when basicsr is imported)
+from ddsr import commands, runlock, sample_errors
 from ddsr.errors import DDSRError
-from ddsr.guards import RunState
+
+if TYPE_CHECKING:  # ddsr.guards imports torch: only the pipeline path needs it
+    from ddsr.guards import RunState
 
 PHASES = ('train', 'test')
 USAGE = 'usage: basicsr {train,test} -opt OPTION.yml [--launcher {none,pytorch,slurm}] [--auto_resume] ' \
@@ -59,6 +65,15 @@ SETUP_ERRORS = (KeyError, TypeError, ValueError, AttributeError, AssertionError,
                 ZeroDivisionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
+class _NeverRaised(BaseException):
+    """Stands in for ddsr.preempt.Preempted before a pipeline imported that module (it imports torch)."""
+
+
+def _preempted() -> type[BaseException]:
+    module = sys.modules.get('ddsr.preempt')
+    return module.Preempted if module is not None else _NeverRaised
+
+
 def _guarded(func, *args, setup_label: str | None = None, state: RunState | None = None) -> int:
     """``func(*args)`` with the exit-code contract of the module docstring (``state``: the run's stage decides
     whether an exception raised while BasicSR sets the run up is reported as a bad option)."""
@@ -69,9 +84,9 @@ def _guarded(func, *args, setup_label: str | None = None, state: RunState | None
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr, flush=True)
         return 130
-    except preempt.Preempted as stop:
-        print(stop.message(), file=sys.stderr, flush=True)
-        return preempt.EXIT_PREEMPTED
+    except _preempted() as stop:
+        print(stop.message(), file=sys.stderr, flush=True)  # type: ignore[attr-defined]
+        return sys.modules['ddsr.preempt'].EXIT_PREEMPTED
     except Exception as err:  # noqa: B902  (classified below; one line instead of a traceback)
         return _classify(err, setup_label, state.stage if state is not None else None)
 
@@ -120,7 +135,7 @@ def _ensure_demo_data(path: str, opt: dict, root: str) -> None:
 
 def run_pipeline(phase: str, args: list[str]) -> int:
     """Run BasicSR's train or test pipeline on ``args`` (BasicSR's own flags) with the cwd as root."""
-    from ddsr import console, guards, zoo
+    from ddsr import console, guards, preempt, zoo
     from ddsr.checks import check_options, read_options
     from ddsr.checks.structure import ARCHIVE_FLAG
     from ddsr.compat import reset_basicsr_logger

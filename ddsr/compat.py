@@ -1,7 +1,7 @@
 """Every patch ddsr applies to basicsr 1.4.2 on today's stack, in one place.
 
-`import ddsr` calls :func:`apply` before anything imports basicsr. Each fix is small, idempotent and
-documented here:
+:mod:`ddsr.registration` calls :func:`apply_pre_import` just before basicsr is imported and :func:`apply` just
+after. Each fix is small, idempotent and documented here:
 
 1. ``torchvision.transforms.functional_tensor`` was removed in torchvision 0.17; basicsr 1.4.2 imports
    ``rgb_to_grayscale`` from it. We alias the module to its private successor.
@@ -18,7 +18,9 @@ documented here:
 7. Checkpoints and training states saved by BasicSR's ``BaseModel`` are written atomically (temp file, fsync,
    ``os.replace``): a kill at any moment leaves the previous or the new file, never a truncated one.
 8. Registration is idempotent for the same class (re-import, reload); a different class under an existing
-   name still raises as in BasicSR. Unknown names raise :class:`ddsr.errors.UnknownTypeError` listing close names.
+   name still raises as in BasicSR. The first lookup in a registry imports ddsr's registering modules
+   (:func:`ddsr.registration.register_all`). Unknown names raise :class:`ddsr.errors.UnknownTypeError` listing
+   close names.
 9. Optimizers: ``BaseModel.get_optimizer`` of basicsr 1.4.2 knows only ``Adam``. Names added with
    :func:`register_optimizer` (``OBProxSG``, :mod:`ddsr.compress.obproxsg`) are built from ``train.optim_g`` by
    every model (``SRModel``, ``SwinIRModel``, ddsr's); ``Adam`` and unknown names behave exactly as before.
@@ -86,8 +88,20 @@ def _idempotent_registry() -> None:
             raise UnknownTypeError(f"unknown type '{name}' in the {self._name} registry.{hint}")
         return ret
 
+    def registered_first(method):  # ddsr's classes enter the registries on first use (ddsr.registration)
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            from ddsr.registry_import import first_use
+            first_use()
+            return method(self, *args, **kwargs)
+        wrapper._ddsr_registered_first = True
+        return wrapper
+
     Registry._do_register = _do_register
-    Registry.get = get
+    Registry.get = registered_first(get)
+    for name in ('__contains__', '__iter__', 'keys'):
+        if not getattr(getattr(Registry, name), '_ddsr_registered_first', False):
+            setattr(Registry, name, registered_first(getattr(Registry, name)))
 
 
 def _qualified(obj) -> tuple:
@@ -217,12 +231,17 @@ def reset_basicsr_logger() -> None:
         handler.close()
 
 
+def apply_pre_import() -> None:
+    """The shims basicsr needs before its first import (ddsr.registration runs this just before it)."""
+    _alias_functional_tensor()
+
+
 def apply() -> None:
-    """Apply every patch once; safe to call again."""
+    """Apply every patch once; safe to call again. Imports basicsr (see ddsr.registration for when it runs)."""
     global _APPLIED
     if _APPLIED:
         return
-    _alias_functional_tensor()
+    apply_pre_import()
     _allow_training_state_types()
     _idempotent_registry()
     _patch_basicsr_modules()

@@ -16,6 +16,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED = REPO_ROOT.parent / 'shared' / 'pretrained'
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Each test its own ddsr cache (DDSR_CACHE_DIR): no test sees another's cached decisions or the user's."""
+    monkeypatch.setenv('DDSR_CACHE_DIR', str(tmp_path_factory.mktemp('ddsr-cache')))
+
+
 @pytest.fixture(scope='session')
 def demo_root(tmp_path_factory) -> Path:
     """A built demo data set (see ddsr.data.demo), shared by the whole test session."""

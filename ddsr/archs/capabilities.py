@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from ddsr.archs.esa_upsample import ESA_MIN_INPUT, ESA_STRIDE, grid_stride
+from ddsr.archs.registry import arch_class
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def _arch_capabilities(arch: Mapping) -> Capabilities:
     """Capabilities of an arch dict: ddsr archs are built (meta device when possible) and asked; others are
     answered from the class signature, without building (BasicSR's SwinIR builds slowly)."""
     kwargs = {k: v for k, v in arch.items() if k != 'type'}
-    cls = ARCH_REGISTRY.get(arch['type'])
+    cls = arch_class(arch['type'])  # ddsr's archs without importing basicsr (ddsr.archs.registry)
     if implements_protocol(cls):
         try:
             with torch.device('meta'):

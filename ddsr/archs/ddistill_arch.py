@@ -13,13 +13,13 @@ Building blocks (paper section 3):
 """
 
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ddsr.archs.capabilities import ReparamESACapabilities
 from ddsr.archs.dbb import DiverseBranchBlock
 from ddsr.archs.esa_upsample import ESA_STRIDE, upsample_coarse
+from ddsr.archs.registry import ARCH_REGISTRY
 from ddsr.archs.reparam import Reparameterizable, fuse_bn, make_fused_conv, running_stats
 
 

@@ -9,12 +9,12 @@ all branches are bias-free, so the fused 3x3 is bias-free like the released one 
 from collections.abc import Sequence
 
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ddsr.archs.capabilities import ReparamESACapabilities
 from ddsr.archs.esa_upsample import ESA_STRIDE, upsample_coarse
+from ddsr.archs.registry import ARCH_REGISTRY
 from ddsr.archs.reparam import (
     Reparameterizable,
     conv_kernel_bias,

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 from basicsr.archs.arch_util import ResidualBlockNoBN
 from basicsr.archs.edsr_arch import EDSR
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from ddsr.archs.capabilities import ANY_SIZE, SizeRequirements
+from ddsr.archs.registry import ARCH_REGISTRY
 
 
 def upsample_stages(upscale: int) -> int:

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from basicsr.archs.swinir_arch import Mlp, SwinIR, WindowAttention
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from ddsr.archs.capabilities import SizeRequirements
+from ddsr.archs.registry import ARCH_REGISTRY
 
 
 class PrunedWindowAttention(WindowAttention):

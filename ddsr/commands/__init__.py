@@ -31,11 +31,12 @@ Each alias is registered explicitly: argparse's prefix matching alone would take
 where no other ``--out...`` option exists (export has ``--out-pth`` / ``--out-onnx``).
 """
 import argparse
+import glob
 import json
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 import yaml
 
 from ddsr.errors import DDSRError
@@ -153,18 +154,30 @@ def check_tiles(args: argparse.Namespace) -> None:
         raise DDSRError(f'--tile {args.tile} must be larger than --tile-overlap {args.tile_overlap} (>= 0)')
 
 
+def cuda_available() -> bool:
+    """``torch.cuda.is_available()``; on Linux without an NVIDIA device node (``/dev/nvidia<N>``) False without
+    importing torch, so that a CPU command that needs no torch (``ddsr upscale`` on its cached onnxruntime path)
+    starts without it."""
+    if sys.platform.startswith('linux') and 'torch' not in sys.modules and not glob.glob('/dev/nvidia[0-9]*'):
+        return False
+    import torch
+    return torch.cuda.is_available()
+
+
 def resolve_device(name: str) -> str:
     """``auto`` -> ``cuda`` when available else ``cpu``; ``cpu``, ``cuda``, ``cuda:N`` checked (argparse type)."""
     name = name.strip().lower()
     if name == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
+        return 'cuda' if cuda_available() else 'cpu'
     kind, _, index = name.partition(':')
     if kind not in ('cpu', 'cuda') or (index and (kind == 'cpu' or not index.isdigit())):
         raise argparse.ArgumentTypeError(f"'{name}': expected auto, cpu, cuda or cuda:N")
-    if kind == 'cuda' and not torch.cuda.is_available():
+    if kind == 'cuda' and not cuda_available():
         raise argparse.ArgumentTypeError(f"'{name}': CUDA is not available")
-    if index and int(index) >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"'{name}': only {torch.cuda.device_count()} CUDA device(s)")
+    if index:
+        import torch
+        if int(index) >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"'{name}': only {torch.cuda.device_count()} CUDA device(s)")
     return name
 
 

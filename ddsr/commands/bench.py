@@ -1,28 +1,18 @@
 """``ddsr bench efficiency|quality``: params/MACs/activations/runtime/memory, and Y-PSNR/SSIM on test sets."""
+from __future__ import annotations
+
 import argparse
 import os
 from os import path as osp
-
-import torch
+from typing import TYPE_CHECKING
 
 from ddsr import commands as flags
 from ddsr import zoo
-from ddsr.bench.efficiency import benchmark_forms
-from ddsr.bench.models import (
-    ModelSpec,
-    build_for_quality,
-    build_network,
-    is_registered,
-    spec_from_option_file,
-    specs_from_model_list,
-)
-from ddsr.bench.quality import PairedSet, evaluate
-from ddsr.bench.report import EFFICIENCY_COLUMNS, columns_for, format_table, plot_quality_cost, write_csv_json
-from ddsr.checkpoint import load_file
-from ddsr.checks.networks import check_network
-from ddsr.detect import resolve_arch
 from ddsr.errors import DDSRError
-from ddsr.option_file import load_options
+
+if TYPE_CHECKING:  # imported where used: `ddsr bench --help` must not import torch
+    from ddsr.bench.models import ModelSpec
+    from ddsr.bench.quality import PairedSet
 
 NAME = 'bench'
 HELP = 'benchmark networks: `efficiency` (params, MACs, activations, runtime, memory) or `quality` (Y-PSNR/SSIM)'
@@ -72,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _checked(spec: ModelSpec) -> ModelSpec:
     """The spec, after checking that its network builds and its weight files are readable (one error line)."""
+    from ddsr.checkpoint import load_file
+    from ddsr.checks.networks import check_network
     check_network(spec.network, f'{spec.name}: network')
     for weights in (spec.weights, spec.deploy_weights):
         if weights and osp.isfile(weights):
@@ -81,6 +73,8 @@ def _checked(spec: ModelSpec) -> ModelSpec:
 
 def _spec_from_options(path: str) -> ModelSpec:
     """``spec_from_option_file`` after checking the file parses and its keys have the right kinds."""
+    from ddsr.bench.models import spec_from_option_file
+    from ddsr.option_file import load_options
     opt = load_options(path)
     if not isinstance(opt.get('path', {}), (dict, type(None))):
         raise DDSRError(f'{path}: path must be a mapping of keys')
@@ -90,6 +84,8 @@ def _spec_from_options(path: str) -> ModelSpec:
 
 
 def collect_specs(args: argparse.Namespace) -> list[ModelSpec]:
+    from ddsr.bench.models import ModelSpec, is_registered, specs_from_model_list
+    from ddsr.option_file import load_options
     if args.models:
         load_options(args.models)  # exists and parses (one error line otherwise)
     specs = [_spec_from_options(path) for path in args.opt]
@@ -98,6 +94,8 @@ def collect_specs(args: argparse.Namespace) -> list[ModelSpec]:
         if args.weights and not osp.isfile(args.weights):
             raise DDSRError(f'--weights not found: {args.weights}')
         if args.weights:  # without --arch: recognised from the checkpoint
+            from ddsr.checkpoint import load_file
+            from ddsr.detect import resolve_arch
             network = resolve_arch(load_file(args.weights, '--weights'), network, 'params', args.weights)
         assert network is not None
         specs.append(_checked(ModelSpec(name=args.name or network['type'], network=network, weights=args.weights)))
@@ -121,6 +119,7 @@ def collect_specs(args: argparse.Namespace) -> list[ModelSpec]:
 
 
 def collect_sets(args: argparse.Namespace, scale: int) -> list[PairedSet]:
+    from ddsr.bench.quality import PairedSet
     sets = []
     for gt, lq in args.dataset:
         gt_dir = osp.abspath(gt.rstrip(os.sep))
@@ -136,6 +135,8 @@ def collect_sets(args: argparse.Namespace, scale: int) -> list[PairedSet]:
 
 def _quality(specs: list[ModelSpec], args: argparse.Namespace, tile: int | None = None,
              overlap: int = 16) -> list[dict]:
+    from ddsr.bench.models import build_for_quality
+    from ddsr.bench.quality import evaluate
     rows = []
     for spec in specs:
         sets = collect_sets(args, spec.upscale)
@@ -150,6 +151,9 @@ def _quality(specs: list[ModelSpec], args: argparse.Namespace, tile: int | None 
 
 
 def run_efficiency(args: argparse.Namespace) -> int:
+    from ddsr.bench.efficiency import benchmark_forms
+    from ddsr.bench.models import build_network
+    from ddsr.bench.report import EFFICIENCY_COLUMNS, columns_for, format_table, plot_quality_cost, write_csv_json
     specs = collect_specs(args)
     rows = []
     for spec in specs:
@@ -181,6 +185,8 @@ def run_efficiency(args: argparse.Namespace) -> int:
 
 
 def run_quality(args: argparse.Namespace) -> int:
+    from ddsr.bench.models import build_network
+    from ddsr.bench.report import format_table, plot_quality_cost, write_csv_json
     specs = collect_specs(args)
     rows = _quality(specs, args, args.tile, args.tile_overlap)
     print(format_table(rows, QUALITY_COLUMNS))
@@ -198,6 +204,7 @@ def run_quality(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.bench == 'efficiency':

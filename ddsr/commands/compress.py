@@ -11,12 +11,8 @@ import argparse
 import os
 import os.path as osp
 
-from ddsr.checkpoint import load_file, load_state, save_self_describing
-from ddsr.checks.networks import check_network
 from ddsr.commands import add_output, add_weights
-from ddsr.compress.compact import compress_state, count_params
 from ddsr.errors import DDSRError
-from ddsr.option_file import load_options
 
 NAME = 'compress'
 HELP = 'carve a compact EDSRmini / SwinIRmini (params + arch) out of a dense EDSR / SwinIR checkpoint'
@@ -34,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ddsr.checkpoint import load_file, load_state, save_self_describing
+    from ddsr.checks.networks import check_network
+    from ddsr.compress.compact import compress_state, count_params
+    from ddsr.option_file import load_options
     opt = load_options(args.opt) if args.opt else {}
     if args.arch_opt:
         opt = {**opt, 'network_g': load_options(args.arch_opt)['network_g']}

@@ -2,7 +2,6 @@
 import argparse
 
 from ddsr.commands.upscale import add_network_arguments, build_network_from_args
-from ddsr.deploy.export import export_checkpoint, export_onnx, onnx_max_diff
 from ddsr.errors import DDSRError
 
 NAME = 'export'
@@ -18,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ddsr.deploy.export import export_checkpoint, export_onnx, onnx_max_diff
     if not args.out_pth and not args.out_onnx:
         raise DDSRError('nothing to write: give --out-pth and/or --out-onnx')
     net, arch = build_network_from_args(args)

@@ -2,16 +2,9 @@
 import argparse
 import os
 
-import cv2
-
 from ddsr import zoo
-from ddsr.checkpoint import build_network, load_file, load_weights
-from ddsr.checks.networks import check_network
 from ddsr.commands import add_arch, add_arch_kwargs, add_device, add_output, add_weights, arch_from_args
-from ddsr.detect import resolve_arch
 from ddsr.errors import DDSRError
-from ddsr.models.enhanced import make_enhanced_hr
-from ddsr.option_file import load_options
 
 NAME = 'make-enhanced-hr'
 HELP = 'run a teacher over an LR folder/LMDB and write its outputs (PNG folder, optional LMDB) as KD targets'
@@ -35,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _teacher(args: argparse.Namespace) -> tuple[dict, str, str]:
+    from ddsr.option_file import load_options
     arch = arch_from_args(args)
     if args.opt:
         opt = load_options(args.opt)
@@ -54,11 +48,18 @@ def _teacher(args: argparse.Namespace) -> tuple[dict, str, str]:
         raise DDSRError('give the teacher: -opt OPTION.yml, --model NAME or --weights FILE [--arch TYPE]')
     if not os.path.isfile(args.weights):
         raise DDSRError(f'teacher weights not found: {args.weights}')
+    from ddsr.checkpoint import load_file
+    from ddsr.detect import resolve_arch
     arch = resolve_arch(load_file(args.weights, 'teacher weights'), arch, args.param_key, args.weights)
     return arch, args.weights, args.param_key
 
 
 def run(args: argparse.Namespace) -> int:
+    import cv2
+
+    from ddsr.checkpoint import build_network, load_file, load_weights
+    from ddsr.checks.networks import check_network
+    from ddsr.models.enhanced import make_enhanced_hr
     net_opt, weights, param_key = _teacher(args)
     check_network(net_opt, 'teacher network')
     if not isinstance(weights, str) or not os.path.isfile(weights):

@@ -2,11 +2,7 @@
 import argparse
 import os
 
-from ddsr.checkpoint import load_file
-from ddsr.checks.networks import check_network
 from ddsr.commands import add_arch, add_arch_kwargs, add_output, add_weights, arch_from_args
-from ddsr.deploy.convert import convert_checkpoint
-from ddsr.option_file import load_options
 
 NAME = 'reparam'
 HELP = 'fuse the reparameterizable branches of a train checkpoint (params + params_ema) into a deploy checkpoint'
@@ -25,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ddsr.checkpoint import load_file
+    from ddsr.checks.networks import check_network
+    from ddsr.deploy.convert import convert_checkpoint
+    from ddsr.option_file import load_options
     arch = arch_from_args(args)
     if arch is None:
         check_network(load_options(args.opt).get('network_g'), f'{args.opt}: network_g')

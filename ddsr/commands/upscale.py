@@ -5,30 +5,9 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from ddsr import commands as flags
 from ddsr import zoo
-from ddsr.archs.capabilities import capabilities_of
-from ddsr.checkpoint import load_file
-from ddsr.checks.networks import check_network
-from ddsr.deploy.inference import (
-    IMAGE_EXTS,
-    Upscaler,
-    auto_upscaler,
-    load_checkpoint_network,
-    load_option_network,
-    onnx_upscaler,
-    read_image,
-    torch_upscaler,
-    upscale_array,
-    write_png,
-)
-from ddsr.deploy.tiling import num_tiles
-from ddsr.detect import resolve_arch
 from ddsr.errors import DDSRError
-from ddsr.option_file import load_options
-from ddsr.progress import progress
 
 NAME = 'upscale'
 HELP = 'super-resolve images (file, folder or glob) with a model (option file, checkpoint or ONNX) into PNGs'
@@ -55,10 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add_output(parser, 'output folder (PNG files, same bit depth and mode)', required=True)
     flags.add_tiles(parser)
     flags.add_device(parser)
-    parser.add_argument('--backend', default='auto', choices=('auto', 'torch'),
-                        help='auto (default): on CPU time PyTorch (inference_mode + channels_last) and onnxruntime '
-                        '(temporary ONNX export, checked against PyTorch) on a probe image and use the faster; '
-                        'CUDA and tiled ESA nets: PyTorch; torch: PyTorch inference_mode')
+    parser.add_argument('--backend', default='auto', choices=('auto', 'torch', 'onnxruntime'),
+                        help='auto (default): on CPU the faster of PyTorch (inference_mode + channels_last) and '
+                        'onnxruntime (ONNX export checked against PyTorch), timed once per network and machine on a '
+                        'probe image and cached (docs/deploy.md); CUDA and tiled ESA nets: PyTorch; torch: PyTorch '
+                        'inference_mode (no cache); onnxruntime: the cached export')
     parser.add_argument('--channels-last', action='store_true', help='--backend torch: channels_last memory format')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: the library default)')
     parser.add_argument('--suffix', default='', help='appended to output names, e.g. _x4')
@@ -66,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def collect_inputs(pattern: str) -> list[Path]:
     """Image files of a file path, a folder (its image files, sorted) or a glob pattern."""
+    from ddsr.data.image_io import IMAGE_EXTS
     path = Path(pattern)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
@@ -80,6 +61,10 @@ def collect_inputs(pattern: str) -> list[Path]:
 
 def build_network_from_args(args: argparse.Namespace):
     """``(net, arch)`` of ``-opt`` or ``--weights`` [``--arch``/``--arch-kwargs``/``--param-key``]."""
+    from ddsr.checkpoint import load_file
+    from ddsr.checks.networks import check_network
+    from ddsr.deploy.inference import load_checkpoint_network, load_option_network
+    from ddsr.option_file import load_options
     if args.opt:
         opt = load_options(args.opt)
         check_network(opt.get('network_g'), f'{args.opt}: network_g')
@@ -97,11 +82,15 @@ def build_network_from_args(args: argparse.Namespace):
         source = arch if arch else ckpt.get('arch')
         if source is not None:
             check_network(source, '--arch' if arch else f'{weights}: arch')
+        from ddsr.detect import resolve_arch
         arch = resolve_arch(ckpt, arch, args.param_key, weights)  # recognised from the weights without --arch
     return load_checkpoint_network(weights, arch, args.param_key)
 
 
-def build_upscaler(args: argparse.Namespace) -> Upscaler:
+def build_upscaler(args: argparse.Namespace):
+    """An uncached :class:`ddsr.deploy.backends.Upscaler` of ``args`` (``auto``: timed now, at every call)."""
+    from ddsr.archs.capabilities import capabilities_of
+    from ddsr.deploy.inference import auto_upscaler, onnx_upscaler, torch_upscaler
     if args.onnx:
         return onnx_upscaler(args.onnx, args.threads)
     net = build_network_from_args(args)[0]
@@ -128,25 +117,28 @@ def run(args: argparse.Namespace) -> int:
             raise DDSRError(f'{seen[dst]} and {src} would both be written to {dst} (same stem, different extension): '
                             'move or rename one of them, or give them separate runs')
         seen[dst] = src
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    up = build_upscaler(args)
+    from ddsr.deploy.pipeline import run_folder
+    from ddsr.deploy.runner import describe, make_plan
+    from ddsr.progress import progress
+    opt = None
+    if args.opt:  # parsed once; checked as `basicsr test` would (network_g builds), one error line otherwise
+        from ddsr.checks.networks import check_network
+        from ddsr.option_file import load_options
+        opt = load_options(args.opt)
+        check_network(opt.get('network_g'), f'{args.opt}: network_g')
+    plan = make_plan(args, None if args.onnx else flags.arch_from_args(args), files, opt)
     out_dir.mkdir(parents=True, exist_ok=True)
-    failed = []
     with progress(len(files), 'upscale', unit='img', file=sys.stderr, every=10) as bar:
-        for src, dst in zip(files, targets, strict=False):
-            try:
-                img = read_image(src, 'unchanged')
-                tiles = num_tiles(img.shape[0], img.shape[1], args.tile)
-                bar.set_postfix_str(f'{src.name} ({tiles} tiles)')
-                write_png(dst, upscale_array(up, img, args.tile, args.tile_overlap), compression=1)
-            except DDSRError as err:
-                failed.append(f'{src}: {err}' if str(src) not in str(err) else str(err))
-            bar.update()
-    timings = up.info.get('timings_ms')
-    chosen = f" (fastest of {', '.join(f'{k} {v:.0f} ms' for k, v in timings.items())} on a probe)" if timings else ''
-    print(f"upscaled {len(files) - len(failed)}/{len(files)} images x{up.scale} with {up.info['backend']}{chosen} "
-          f'into {out_dir}'
+        def on_image(src: Path, shape: tuple[int, ...]) -> None:
+            tiles = ''
+            if args.tile:
+                from ddsr.deploy.tiling import num_tiles
+                tiles = f' ({num_tiles(shape[0], shape[1], args.tile)} tiles)'
+            bar.set_postfix_str(f'{src.name}{tiles}')
+
+        errors = run_folder(plan.forward, files, targets, on_image, lambda src: bar.update())
+    failed = [f'{src}: {err}' if str(src) not in str(err) else str(err) for src, err in errors.items()]
+    print(f'upscaled {len(files) - len(failed)}/{len(files)} images x{plan.scale} with {describe(plan)} into {out_dir}'
           + (f'; failed: {len(failed)}' if failed else ''))
     for line in failed:
         print(f'failed: {line}', file=sys.stderr)

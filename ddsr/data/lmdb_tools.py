@@ -14,9 +14,6 @@ from os import path as osp
 import cv2
 import lmdb
 import numpy as np
-from basicsr.utils import FileClient, imfrombytes
-from basicsr.utils.lmdb_util import make_lmdb_from_imgs
-from basicsr.utils.matlab_functions import imresize
 from tqdm import tqdm
 
 from ddsr.data.image_io import IMAGE_EXTS, list_images, read_image
@@ -31,6 +28,7 @@ def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
 
 def bicubic_lr(hr: np.ndarray, scale: int) -> np.ndarray:
     """uint8 LR image = round(MATLAB-bicubic ``imresize(hr / 255, 1 / scale)`` * 255); ``hr`` must be modcropped."""
+    from basicsr.utils.matlab_functions import imresize  # basicsr: only when used (ddsr.registration)
     lr = imresize(hr.astype(np.float64) / 255., 1 / scale)
     return np.clip(np.round(lr * 255.), 0, 255).astype(np.uint8)
 
@@ -51,6 +49,7 @@ def subimage_grid(h: int, w: int, crop_size: int, step: int, thresh_size: int = 
 
 def folder_to_lmdb(folder: str, lmdb_path: str, names: Sequence[str] | None = None) -> list[str]:
     """Pack the images of ``folder`` (all, or ``names``) into an LMDB at ``lmdb_path``; returns the keys."""
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs  # basicsr: only when used (ddsr.registration)
     names = list(names) if names is not None else list_images(folder)
     keys = [osp.splitext(name)[0] for name in names]
     make_lmdb_from_imgs(folder, lmdb_path, names, keys, batch=5000, compress_level=1, multiprocessing_read=False)
@@ -124,6 +123,7 @@ def read_meta_info(lmdb_path: str, label: str = 'LMDB') -> list[tuple[str, tuple
 
 def read_lmdb_images(lmdb_path: str) -> Iterator[tuple[str, np.ndarray]]:
     """(key, BGR uint8 image) of every entry in ``meta_info.txt`` order, read through BasicSR's LMDB backend."""
+    from basicsr.utils import FileClient, imfrombytes  # basicsr: only when used (ddsr.registration)
     client = FileClient('lmdb', db_paths=[lmdb_path])
     for key, _ in read_meta_info(lmdb_path):
         value = client.get(key)

@@ -14,7 +14,6 @@ import functools
 import tempfile
 from collections.abc import Mapping
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -23,6 +22,7 @@ from ddsr import checkpoint, zoo
 from ddsr.data.image_io import IMAGE_EXTS, read_image, write_png  # noqa: F401  (the image side of inference)
 from ddsr.deploy.backends import PROBE_SIDE, Upscaler, median_ms, onnx_upscaler, to_deploy, torch_upscaler
 from ddsr.deploy.export import export_onnx, natural_image, onnx_max_diff
+from ddsr.deploy.pipeline import finish, prepare
 from ddsr.errors import DDSRError
 from ddsr.option_file import load_options
 
@@ -80,15 +80,6 @@ def auto_upscaler(net: nn.Module, device: str = 'cpu', threads: int | None = Non
 
 def upscale_array(up: Upscaler, img: np.ndarray, tile: int | None = None, overlap: int = 16,
                   progress=None) -> np.ndarray:
-    """Super-resolve a cv2 image (gray, BGR or BGRA; uint8 or uint16); same mode and bit depth out."""
-    peak = float(np.iinfo(img.dtype).max)
-    gray = img.ndim == 2
-    rgb = np.repeat(img[..., None], 3, axis=2) if gray else img[..., 2::-1]
-    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32) / peak)[None]
-    sr = up(x, tile, overlap, progress)[0].clamp(0, 1).numpy()
-    out = sr.mean(axis=0) if gray else sr[::-1].transpose(1, 2, 0)
-    if not gray and img.shape[2] == 4:
-        alpha = cv2.resize(img[..., 3].astype(np.float32) / peak, (out.shape[1], out.shape[0]),
-                           interpolation=cv2.INTER_CUBIC)
-        out = np.concatenate([out, np.clip(alpha, 0, 1)[..., None]], axis=2)
-    return np.round(out * peak).astype(img.dtype)
+    """Super-resolve a cv2 image (gray, BGR or BGRA; uint8 or uint16); same mode and bit depth out (the pixel
+    conversions of :mod:`ddsr.deploy.pipeline`, shared with ``ddsr upscale``'s folder pipeline)."""
+    return finish(up(torch.from_numpy(prepare(img)), tile, overlap, progress).numpy(), img)

@@ -1,4 +1,10 @@
-"""ddsr losses: every `*_loss.py` here is imported so its classes land in BasicSR's LOSS_REGISTRY."""
-from ddsr.registry_import import import_modules
+"""ddsr losses: every `*_loss.py` here registers its classes in BasicSR's LOSS_REGISTRY.
 
-_modules = import_modules(__name__, __path__, '_loss')
+This ``__init__`` imports nothing (so that a light module here, e.g. a helper, does not pull in basicsr):
+:mod:`ddsr.registration` imports the ``*_loss`` modules when a BasicSR registry is first used.
+``_modules`` imports every ``*_loss`` module (and is the list of them).
+"""
+
+from ddsr.registry_import import lazy_modules_attr
+
+__getattr__ = lazy_modules_attr(__name__, list(__path__), '_loss')

@@ -1,4 +1,10 @@
-"""ddsr models: every `*_model.py` here is imported so its classes land in BasicSR's MODEL_REGISTRY."""
-from ddsr.registry_import import import_modules
+"""ddsr models: every `*_model.py` here registers its classes in BasicSR's MODEL_REGISTRY.
 
-_modules = import_modules(__name__, __path__, '_model')
+This ``__init__`` imports nothing (so that a light module here, e.g. a helper, does not pull in basicsr):
+:mod:`ddsr.registration` imports the ``*_model`` modules when a BasicSR registry is first used.
+``_modules`` imports every ``*_model`` module (and is the list of them).
+"""
+
+from ddsr.registry_import import lazy_modules_attr
+
+__getattr__ = lazy_modules_attr(__name__, list(__path__), '_model')

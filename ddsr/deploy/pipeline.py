@@ -1,0 +1,115 @@
+"""Folder inference with decode and encode overlapping the forward passes (``ddsr upscale``).
+
+Three stages, one thread each: a reader decodes image *i + 1* (``cv2.imread``) and turns it into the network input
+while the main thread runs the forward of image *i* and a writer converts the output of image *i - 1* and encodes
+it (``cv2.imwrite``). OpenCV and NumPy release the GIL in these calls, so on a 2-core machine decode/encode hide
+behind the forward instead of adding to it. Queues hold at most 2 items per stage (bounded memory). Errors of one
+image (unreadable file, failed write) are collected per file; the rest go on.
+
+Pixel conversions equal :func:`ddsr.deploy.inference.upscale_array` bit for bit (same NumPy operations): gray
+runs as 3 equal channels and its output is their mean; alpha is upscaled by bicubic interpolation; 8/16-bit in and
+out, rounded.
+
+PNG encoding (:data:`PNG_LEVEL`, chosen here for speed): zlib level 1. Measured on a 1920x1080 photo on the
+2-core machine (one run, loaded): level 1 355 ms / 2.26 MiB, level 3 672 ms / 2.13 MiB, level 6 2213 ms / 1.99 MiB,
+level 0 (stored) 170 ms but 5.9 MiB; level 1 is the knee (2x faster than 3 for 6% larger files), and the writer
+thread hides it behind the next forward. PNG is lossless: the level changes file size and time, never pixels.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ddsr.data.image_io import read_image, write_png
+from ddsr.errors import DDSRError
+
+PNG_LEVEL = 1  # zlib level of the written PNGs (module docstring)
+Forward = Callable[[np.ndarray], np.ndarray]  # (1, 3, h, w) float32 in [0, 1] -> (1, 3, s*h, s*w) float32
+_DONE = object()
+
+
+def prepare(img: np.ndarray) -> np.ndarray:
+    """Network input (1, 3, h, w) float32 RGB in [0, 1] of a cv2 image (gray, BGR or BGRA; uint8 or uint16)."""
+    peak = float(np.iinfo(img.dtype).max)
+    rgb = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., 2::-1]
+    return (np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32) / peak)[None]
+
+
+def finish(sr: np.ndarray, img: np.ndarray) -> np.ndarray:
+    """cv2 image of the network output ``sr`` (1, 3, H, W) for the input ``img``: same mode and bit depth."""
+    peak = float(np.iinfo(img.dtype).max)
+    sr = np.clip(sr[0], 0, 1)
+    gray = img.ndim == 2
+    out = sr.mean(axis=0) if gray else sr[::-1].transpose(1, 2, 0)
+    if not gray and img.shape[2] == 4:
+        alpha = cv2.resize(img[..., 3].astype(np.float32) / peak, (out.shape[1], out.shape[0]),
+                           interpolation=cv2.INTER_CUBIC)
+        out = np.concatenate([out, np.clip(alpha, 0, 1)[..., None]], axis=2)
+    return np.round(out * peak).astype(img.dtype)
+
+
+def _reader(files: Sequence[Path], out: queue.Queue, stop: threading.Event) -> None:
+    for src in files:
+        if stop.is_set():
+            break
+        try:
+            img = read_image(src, 'unchanged')
+            item: tuple = (src, img, prepare(img), None)
+        except DDSRError as err:
+            item = (src, None, None, err)
+        out.put(item)
+    out.put(_DONE)
+
+
+def _writer(jobs: queue.Queue, failed: dict, lock: threading.Lock) -> None:
+    while (job := jobs.get()) is not _DONE:
+        src, dst, sr, img = job
+        try:
+            write_png(dst, finish(sr, img), compression=PNG_LEVEL)
+        except (DDSRError, cv2.error, OSError) as err:
+            with lock:
+                failed[src] = err
+
+
+def run_folder(forward: Forward, files: Sequence[Path], targets: Sequence[Path],
+               on_image: Callable[[Path, tuple[int, ...]], None] | None = None,
+               on_done: Callable[[Path], None] | None = None) -> dict[Path, Exception]:
+    """Super-resolve ``files`` into ``targets`` (PNG); ``{file: error}`` of the images that failed.
+
+    ``on_image(src, shape)`` is called before each forward, ``on_done(src)`` after it (progress display).
+    """
+    decoded: queue.Queue = queue.Queue(maxsize=2)
+    jobs: queue.Queue = queue.Queue(maxsize=2)
+    failed: dict[Path, Exception] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    reader = threading.Thread(target=_reader, args=(files, decoded, stop), daemon=True, name='ddsr-decode')
+    writer = threading.Thread(target=_writer, args=(jobs, failed, lock), daemon=True, name='ddsr-encode')
+    reader.start()
+    writer.start()
+    dst_of = dict(zip(files, targets, strict=True))
+    try:
+        while (item := decoded.get()) is not _DONE:
+            src, img, x, err = item
+            if err is None:
+                if on_image:
+                    on_image(src, img.shape)
+                try:
+                    jobs.put((src, dst_of[src], forward(x), img))
+                except DDSRError as fwd_err:
+                    err = fwd_err
+            if err is not None:
+                with lock:
+                    failed[src] = err
+            if on_done:
+                on_done(src)
+    finally:
+        stop.set()
+        jobs.put(_DONE)
+        writer.join()
+    return {src: failed[src] for src in files if src in failed}
