@@ -10,7 +10,8 @@ which is in training). The report gives mean +- std of each variant and the pair
 baseline) with its 95% t-interval (:mod:`ddsr.bench.stats`).
 
 Comparisons (student: the DIPNet demo student, x4, options/demo/DIPNet/03_distill_x4.yml; teacher: the official
-DDistill-SR x4 weights when ``../shared/pretrained`` holds them, else a BasicSR EDSR trained here first):
+DDistill-SR x4 weights when the pretrained folder (``$DDSR_PRETRAINED_DIR``, default
+``experiments/pretrained_models/``) holds them, else a BasicSR EDSR trained here first):
 
 1a. enhanced-HR KD (DIPNet: the teacher's outputs replace the GT, L1) vs GT-only L1, same train-form student;
 1b. Laplacian-pyramid KD (Jiang et al.: L_dis(S, T) + 0.1 L1(S, HR)) vs GT-only, same student;
@@ -54,9 +55,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import ddsr  # noqa: E402,F401  (compat + registration)
+from benchmarks.pretrained import pretrained_dir  # noqa: E402
 from ddsr.bench.stats import paired_interval  # noqa: E402
 
-PRETRAINED = REPO.parent / 'shared' / 'pretrained' / 'DDistill-SRx4_inference.pth'
+PRETRAINED = pretrained_dir() / 'DDistill-SRx4_inference.pth'
 PRETRAINED_TEACHER = {'type': 'DDistillSR', 'num_feat': 56, 'dyn_dim': 16, 'upscale': 4, 'deploy': True}
 # Fallback teacher (no pretrained weights): benchmarks/distill_experiment.py's.
 TRAINED_TEACHER = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 8, 'upscale': 4,
@@ -566,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--nice', type=int, default=5, help='niceness of the training processes (default 5)')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--teacher', choices=('auto', 'train'), default='auto',
-                        help='auto: the official DDistill-SR x4 weights when ../shared/pretrained has them')
+                        help='auto: the official DDistill-SR x4 weights when the pretrained folder has them')
     parser.add_argument('--eval-limit', type=int, help='score on the first N eval photographs only (quick checks)')
     parser.add_argument('--workdir', help='where option files, logs and experiments go (default '
                         'experiments/ablations/<profile>; kept)')

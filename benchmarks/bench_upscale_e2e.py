@@ -13,8 +13,9 @@ Each figure: median of ``--runs`` wall times, the two commands interleaved per r
 noisy); ``uptime`` load averages are printed with the table. Outputs are compared (max |diff| in 8-bit levels).
 A profile of the ddsr runs (start-up vs per-image work) follows the table.
 
-    python benchmarks/bench_upscale_e2e.py --dipnet ../shared/pretrained/DIPNet_x4.pth \\
-        --ddistill ../shared/pretrained/DDistill-SRx4_inference.pth [--runs 3] [--out benchmarks/results/upscale_e2e.md]
+    python benchmarks/bench_upscale_e2e.py --dipnet experiments/pretrained_models/DIPNet_x4.pth \\
+        --ddistill experiments/pretrained_models/DDistill-SRx4_inference.pth [--runs 3] \\
+        [--out benchmarks/results/upscale_e2e.md]
 """
 import argparse
 import os
