@@ -15,6 +15,7 @@ import contextlib
 import copy
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 MARK = 'ddsr: while loading '  # prefix of the note added to the exception
 
@@ -26,6 +27,7 @@ class _ReportingFetch:
         self.dataset = dataset
 
     def __call__(self, indices) -> list:
+        _quiet_worker_teardown()
         samples = []
         for index in indices:
             try:
@@ -36,6 +38,27 @@ class _ReportingFetch:
                     _add_note(err, note)
                 raise
         return samples
+
+
+def _quiet_worker_teardown() -> None:
+    """In a DataLoader worker process (once): when a run stops, PyTorch's worker closes its result queue while the
+    queue's feeder thread may still be sending a prefetched batch, and ``multiprocessing`` prints that thread's
+    ``OSError`` (EBADF / EPIPE) as a traceback after ddsr's one-line error. Only that message is silenced, through
+    the hook ``multiprocessing`` provides for it (``Queue._on_queue_feeder_error``); the main process is untouched."""
+    import multiprocessing.queues as mpq
+
+    from torch.utils.data import get_worker_info
+    queue_cls: Any = mpq.Queue  # the hook is private API (typeshed does not list it)
+    original = queue_cls._on_queue_feeder_error
+    if get_worker_info() is None or getattr(original, '_ddsr_quiet', False):
+        return
+
+    def on_feeder_error(err: BaseException, obj: object) -> None:
+        if not isinstance(err, OSError):  # a broken pipe at teardown: the run is stopping anyway
+            original(err, obj)
+
+    on_feeder_error._ddsr_quiet = True  # type: ignore[attr-defined]
+    queue_cls._on_queue_feeder_error = staticmethod(on_feeder_error)
 
 
 def _add_note(err: BaseException, note: str) -> None:
