@@ -319,6 +319,25 @@ def test_nan_loss_stops_with_iteration_and_saves_last_good_state(workdir, model_
     BAD_INPUTS['passed'] += 1
 
 
+def test_nan_loss_with_obproxsg_saves_the_last_good_state(workdir):
+    """The pruning stage's optimizer (OBProxSG, PruneSRModel proximal) under the NaN guard: the step of iteration 5
+    is refused and iteration 4 is saved with its schedule (lr 1e-3 halved at milestone 2)."""
+    opt = tiny_train('nan', total_iter=20)
+    opt['train']['pixel_opt'] = {'type': 'NaNAfterLoss', 'at': 5}
+    opt['model_type'] = 'PruneSRModel'
+    opt['prune'] = {'mode': 'proximal'}
+    opt['train']['optim_g'] = {'type': 'OBProxSG', 'lr': 1e-3, 'lambda_': 1e-4, 'epochSize': 2, 'Np': 2}
+    opt['logger']['save_checkpoint_freq'] = 3
+    opt['train']['scheduler']['milestones'] = [2]
+    rc, _, err = run_cli_inprocess(train(workdir, opt), workdir)
+    assert rc == 2 and 'error: non-finite loss/gradient at iteration 5' in err, err[-2000:]
+    states = workdir / 'experiments' / 'nan' / 'training_states'
+    assert sorted(p.name for p in states.glob('*.state')) == ['3.state', '4.state']
+    good = checkpoint.load_training_state(str(states / '4.state'), 'cpu')
+    assert good['iter'] == 4 and good['schedulers'][0]['last_epoch'] == 3
+    assert good['optimizers'][0]['param_groups'][0]['lr'] == pytest.approx(5e-4)
+
+
 # ---- resume across devices, same schedule and EMA ----
 
 
