@@ -40,25 +40,30 @@ class _ReportingFetch:
         return samples
 
 
-def _quiet_worker_teardown() -> None:
-    """In a DataLoader worker process (once): when a run stops, PyTorch's worker closes its result queue while the
-    queue's feeder thread may still be sending a prefetched batch, and ``multiprocessing`` prints that thread's
-    ``OSError`` (EBADF / EPIPE) as a traceback after ddsr's one-line error. Only that message is silenced, through
-    the hook ``multiprocessing`` provides for it (``Queue._on_queue_feeder_error``); the main process is untouched."""
-    import multiprocessing.queues as mpq
-
-    from torch.utils.data import get_worker_info
-    queue_cls: Any = mpq.Queue  # the hook is private API (typeshed does not list it)
-    original = queue_cls._on_queue_feeder_error
-    if get_worker_info() is None or getattr(original, '_ddsr_quiet', False):
-        return
+def _quiet_feeder(original: Any) -> Any:
+    """``Queue._on_queue_feeder_error`` that drops ``OSError`` (EBADF / EPIPE): when a run stops, PyTorch closes the
+    DataLoader's queues (index queues in this process, result queues in the workers) while their feeder threads may
+    still be sending, and ``multiprocessing`` would print that thread's error as a traceback after ddsr's one-line
+    error. Other errors still go to ``original``."""
+    if getattr(original, '_ddsr_quiet', False):
+        return original
 
     def on_feeder_error(err: BaseException, obj: object) -> None:
-        if not isinstance(err, OSError):  # a broken pipe at teardown: the run is stopping anyway
+        if not isinstance(err, OSError):
             original(err, obj)
 
     on_feeder_error._ddsr_quiet = True  # type: ignore[attr-defined]
-    queue_cls._on_queue_feeder_error = staticmethod(on_feeder_error)
+    return staticmethod(on_feeder_error)
+
+
+def _quiet_worker_teardown() -> None:
+    """In a DataLoader worker process (once): :func:`_quiet_feeder` for its result queue."""
+    import multiprocessing.queues as mpq
+
+    from torch.utils.data import get_worker_info
+    queue_cls: Any = mpq.Queue  # the hook is private API meant for overriding (typeshed does not list it)
+    if get_worker_info() is not None:
+        queue_cls._on_queue_feeder_error = _quiet_feeder(queue_cls._on_queue_feeder_error)
 
 
 def _add_note(err: BaseException, note: str) -> None:
@@ -136,15 +141,21 @@ def _reporting(build, built: list):
 def reporting_datasets() -> Iterator[None]:
     """For the duration of one pipeline run: datasets built by BasicSR's train/test pipelines report which file
     failed (see the module docstring); BasicSR's functions are restored afterwards."""
+    import multiprocessing.queues as mpq
+
     import basicsr.test
     import basicsr.train
     originals = [(module, module.build_dataset) for module in (basicsr.train, basicsr.test)]
     built: list[weakref.ref] = []
     for module, build in originals:
         module.build_dataset = _reporting(build, built)
+    queue_cls: Any = mpq.Queue
+    feeder_error = vars(mpq.Queue)['_on_queue_feeder_error']
+    queue_cls._on_queue_feeder_error = _quiet_feeder(queue_cls._on_queue_feeder_error)
     try:
         yield
     finally:
+        queue_cls._on_queue_feeder_error = feeder_error
         for module, build in originals:
             module.build_dataset = build
         for ref in built:  # drop the hook (and its reference cycle: datasets are freed, LMDBs closed, as before)
