@@ -2,26 +2,31 @@
 
 For DIPNet, DDistill-SR (deploy form), EDSRmini and SwinIRmini at x4 and each LR size:
 
-- ``eager``: ``torch.no_grad``, NCHW (what the authors' test scripts run);
-- ``ddsr``: the faster of ddsr's two CPU paths, PyTorch ``inference_mode`` + ``channels_last`` and onnxruntime (the
-  ONNX export of :mod:`ddsr.deploy.export`; Swin nets get the input padded to a window multiple, as ``ddsr upscale``
-  pads it), as ``ddsr upscale --backend auto`` chooses per network;
+- ``eager``: ``torch.no_grad``, NCHW, the deploy form as released (what the authors' test scripts run);
+- ``ddsr``: the faster of ddsr's two CPU paths on its inference form (DDistill-SR: dynamic branches folded, each
+  RDU one per-sample conv; the others: the deploy form), PyTorch ``inference_mode`` + ``channels_last`` and
+  onnxruntime (the ONNX export of :mod:`ddsr.deploy.export`; Swin nets get the input padded to a window multiple,
+  as ``ddsr upscale`` pads it), as ``ddsr upscale --backend auto`` chooses per network;
+- ``2 images in flight``: per-image time of two onnxruntime runs at once on half the threads each, what
+  ``ddsr upscale`` does for a folder (:mod:`ddsr.deploy.runner`);
 - ``limit``: the network's FLOPs (2 x MACs, :func:`ddsr.bench.efficiency.count_macs_activations`) divided by the
   peak conv throughput measured here: a dense 3x3 conv, 64 -> 64 channels, on a 64 x 270 x 480 map (best of
   PyTorch NCHW / channels_last and onnxruntime, measured before and after the networks, the higher kept);
 - ``fraction``: limit / ddsr, the share of the machine's conv peak the fast path reaches.
 
 Each time: median of ``--runs`` after a warm-up, paths interleaved per run; ``--threads`` intra-op threads for both
-libraries (default: their own default). Official weights when given (timings do not depend on the values).
+libraries (default: their own default). Input: a natural photo resized to the LR size. Official weights when given.
 
     python benchmarks/bench_forward_limits.py --dipnet DIPNet_x4.pth --ddistill DDistill-SRx4_inference.pth \\
         [--sizes 320x180 480x270] [--runs 3] [--out benchmarks/results/forward_limits.md]
 """
 import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from ddsr.archs.registry import arch_class  # noqa: E402
 from ddsr.bench.efficiency import count_macs_activations  # noqa: E402
-from ddsr.deploy.backends import to_deploy  # noqa: E402
-from ddsr.deploy.export import export_onnx  # noqa: E402
+from ddsr.deploy.backends import to_deploy, to_inference_form  # noqa: E402
+from ddsr.deploy.export import export_onnx, natural_image  # noqa: E402
 
 
 def uptime() -> str:
@@ -87,7 +92,9 @@ def conv_peak(runs: int, threads: int | None, tmp: Path) -> tuple[float, str]:
     return flops / best[name] / 1e9, name
 
 
-def networks(dipnet: str | None, ddistill: str | None) -> dict[str, nn.Module]:
+def networks(dipnet: str | None, ddistill: str | None) -> dict[str, tuple[nn.Module, nn.Module]]:
+    """``{name: (eager net, ddsr's inference form)}``: the deploy form as released, and what ``ddsr upscale`` runs
+    (:func:`ddsr.deploy.backends.to_inference_form`: DDistill-SR's folded form, one per-sample conv per RDU)."""
     nets = {}
     dip = arch_class('DIPNet')()
     if dipnet:
@@ -99,7 +106,24 @@ def networks(dipnet: str | None, ddistill: str | None) -> dict[str, nn.Module]:
     nets['DDistill-SR'] = dd
     nets['EDSRmini'] = arch_class('EDSRmini')(upscale=4)
     nets['SwinIRmini'] = arch_class('SwinIRmini')(upscale=4)
-    return {name: to_deploy(net) for name, net in nets.items()}
+    return {name: (to_deploy(net), to_inference_form(copy.deepcopy(to_deploy(net)))) for name, net in nets.items()}
+
+
+def photo(h: int, w: int) -> torch.Tensor:
+    """A natural LR input (scikit-image's astronaut, area-resized): DDistill-SR's dynamic branches are tuned to
+    natural images (uniform noise drives the released weights to overflow)."""
+    return torch.nn.functional.interpolate(natural_image(512, (0, 0)), size=(h, w), mode='area')
+
+
+def in_flight(fn: Callable[[], object], runs: int) -> float:
+    """Per-image wall time of two calls of ``fn`` running at once (threads), median of ``runs``."""
+    def pair() -> None:
+        threads = [threading.Thread(target=fn) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    return median_s(pair, runs) / 2
 
 
 def main() -> int:
@@ -118,12 +142,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         peak, peak_path = conv_peak(args.runs, args.threads, tmp)
-        for name, net in networks(args.dipnet, args.ddistill).items():
-            session = ort_session(net, tmp / f'{name}.onnx', args.threads)
-            net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)  # eager keeps NCHW weights
+        for name, (net, fast_net) in networks(args.dipnet, args.ddistill).items():
+            session = ort_session(fast_net, tmp / f'{name}.onnx', args.threads)
+            pair_session = ort_session(fast_net, tmp / f'{name}_1.onnx', max(1, (args.threads or os.cpu_count()
+                                                                                     or 2) // 2))
+            net_cl = copy.deepcopy(fast_net).to(memory_format=torch.channels_last)  # eager keeps NCHW weights
             for size in args.sizes:
                 w, h = map(int, size.split('x'))
-                x = torch.rand(1, 3, h, w)
+                x = photo(h, w)
                 x_cl = x.contiguous(memory_format=torch.channels_last)
                 multiple = int(getattr(net, 'window_size', 1) or 1)  # ONNX Swin graphs take window multiples
                 pad = (0, (-w) % multiple, 0, (-h) % multiple)
@@ -150,7 +176,9 @@ def main() -> int:
                         times[key].append(time.perf_counter() - start)
                 med = {key: statistics.median(t) for key, t in times.items()}
                 fast = min(('torch channels_last', 'onnxruntime'), key=med.get)
-                rows.append((name, size, gflop, med['eager'], med[fast], fast, gflop / peak))
+                name_in = pair_session.get_inputs()[0].name
+                pair_s = in_flight(lambda xn=xn, s=pair_session, n=name_in: s.run(None, {n: xn}), args.runs)
+                rows.append((name, size, gflop, med['eager'], med[fast], fast, pair_s))
                 print(f'{name} {size}: ' + ', '.join(f'{k} {v * 1e3:.0f} ms' for k, v in med.items())
                       + f' ({uptime()})', flush=True)
         peak2, peak2_path = conv_peak(args.runs, args.threads, tmp)
@@ -158,11 +186,13 @@ def main() -> int:
             peak, peak_path = peak2, peak2_path
     lines.append(f'{uptime()} at end; conv peak {peak:.1f} GFLOP/s ({peak_path}, dense 3x3 conv 64->64 on 270x480)')
     table = ['| network | LR size | GFLOP | PyTorch eager | ddsr fast path | ddsr path | ddsr / eager | limit '
-             '(GFLOP / peak) | fraction of limit |', '|---|---|---:|---:|---:|---|---:|---:|---:|']
-    for name, size, gflop, eager_s, fast_s, fast, _ in rows:
+             '(GFLOP / peak) | fraction of limit | onnxruntime, 2 images in flight (per image) | fraction of limit |',
+             '|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|']
+    for name, size, gflop, eager_s, fast_s, fast, pair_s in rows:
         limit = gflop / peak
         table.append(f'| {name} | {size} | {gflop:.1f} | {eager_s * 1e3:.0f} ms | {fast_s * 1e3:.0f} ms | {fast} | '
-                     f'{fast_s / eager_s:.2f}x | {limit * 1e3:.0f} ms | {limit / fast_s:.0%} |')
+                     f'{fast_s / eager_s:.2f}x | {limit * 1e3:.0f} ms | {limit / fast_s:.0%} | {pair_s * 1e3:.0f} ms | '
+                     f'{limit / pair_s:.0%} |')
     report = '\n'.join(lines + [''] + table)
     print(report)
     if args.out:

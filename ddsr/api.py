@@ -137,7 +137,9 @@ class ImageUpscaler:
         """Read an image file, super-resolve it, write a PNG (same bit depth and mode) via a temporary file."""
         from ddsr.data.image_io import read_image, write_png
         from ddsr.deploy.inference import upscale_array
+        from ddsr.deploy.pipeline import PNG_LEVEL
         tile = self.tile if tile is _UNSET else tile
         overlap = self.tile_overlap if tile_overlap is None else tile_overlap
-        write_png(dst, upscale_array(self.runner, read_image(src, 'unchanged'), tile, overlap), compression=1)
+        write_png(dst, upscale_array(self.runner, read_image(src, 'unchanged'), tile, overlap),
+                  compression=PNG_LEVEL)
         return Path(dst)

@@ -109,6 +109,8 @@ def test_train_to_deploy_and_bn_folding_are_exact(scale):
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in deploy.modules())
     assert (out_deploy - expected).abs().max().item() <= TOL
     assert (out_folded - expected).abs().max().item() <= TOL
+    # the folded form runs each RDU as one per-sample conv: a grouped conv for the batch of 2, a plain one for 1
+    assert (_forward_unclamped(deploy, x[1:]) - expected[1:]).abs().max().item() <= TOL
     rebuilt = DDistillSR(**{k: v for k, v in deploy.config().items() if k != 'type'})
     rebuilt.load_state_dict(deploy.state_dict(), strict=True)  # the folded layout is self-describing too
     assert torch.equal(_forward_unclamped(rebuilt.eval(), x), out_folded)

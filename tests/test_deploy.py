@@ -12,7 +12,14 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from ddsr.cli import ddsr_main
 from ddsr.commands.upscale import build_upscaler
 from ddsr.deploy.export import export_onnx, natural_image, stored_mask_sizes
-from ddsr.deploy.inference import auto_upscaler, load_checkpoint_network, onnx_upscaler, to_deploy, torch_upscaler
+from ddsr.deploy.inference import (
+    auto_upscaler,
+    load_checkpoint_network,
+    onnx_upscaler,
+    to_deploy,
+    to_inference_form,
+    torch_upscaler,
+)
 from tests.conftest import PRETRAINED
 
 DIPNET = PRETRAINED / 'DIPNet_x4.pth'
@@ -136,6 +143,8 @@ def onnx_cases():
     if DDISTILL.is_file():
         cases.append(('DDistillSR', lambda: load_checkpoint_network(str(DDISTILL), {
             'type': 'DDistillSR', 'deploy': True})[0]))
+        cases.append(('DDistillSR-folded', lambda: to_inference_form(load_checkpoint_network(str(DDISTILL), {
+            'type': 'DDistillSR', 'deploy': True})[0])))
     return cases
 
 
@@ -155,6 +164,21 @@ def test_onnx_matches_pytorch(tmp_path, name, make):
         out = up.forward(x)
         assert out.shape == ref.shape == (1, 3, h * up.scale, w * up.scale)
         assert (out - ref).abs().max() <= 1e-4, (name, h, w)
+
+
+def test_folded_ddistill_export_takes_batch_one(tmp_path):
+    """The inference form of DDistill-SR convolves each sample with its own kernels, so its graph is traced for
+    one sample: the export says so (static batch 1) instead of accepting a batch it would get wrong."""
+    import onnxruntime as ort
+    torch.manual_seed(0)
+    net = to_inference_form(ARCH_REGISTRY.get('DDistillSR')(upscale=2, num_feat=16, dyn_dim=4))
+    assert net.fold_bn and net.per_sample_weights
+    export_onnx(net, tmp_path / 'ddistill.onnx', size=16)
+    session = ort.InferenceSession(str(tmp_path / 'ddistill.onnx'), providers=['CPUExecutionProvider'])
+    assert session.get_inputs()[0].shape[0] == 1 and session.get_inputs()[0].shape[1] == 3
+    x = natural_image(40)[..., :23, :31]
+    with torch.no_grad():
+        assert (onnx_upscaler(str(tmp_path / 'ddistill.onnx'))(x) - net(x)).abs().max() <= 1e-4
 
 
 def test_auto_path_times_both_backends_and_swin_onnx_matches(tmp_path):

@@ -75,7 +75,10 @@ def _popen(cmd: list[str], cwd: Path, env: dict) -> subprocess.Popen:
     """Start ``cmd`` with stderr to a file (a full pipe would block the run); ``proc.stderr_path`` names it."""
     path = Path(cwd) / f'stderr_{time.monotonic_ns()}.txt'
     with open(path, 'w') as err:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        # SIGINT back to its default in the child: a test session started in the background (``cmd &``, nohup)
+        # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so Ctrl-C would be lost
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     proc.stderr_path = path
     STARTED.append(proc)
     return proc

@@ -124,3 +124,46 @@ def test_auto_choice_counts_the_torch_import(timings, import_s, n, torch_loaded,
         assert runner.choose(entry, [Path('x')] * n, tiled) == expected
     finally:
         sys.modules['torch'] = torch
+
+
+def test_two_images_in_flight_give_the_same_outputs(folder, capsys):
+    """A folder runs two images at a time on onnxruntime (half the threads each); the outputs equal a run with one
+    image at a time (``--threads 1``) to float rounding, and the summary line says how it ran."""
+    code, out, err = upscale(folder, 'pair', capsys, '--backend', 'onnxruntime', '--threads', '2')
+    assert code == 0, err
+    assert '2 images at a time' in out
+    code, out, err = upscale(folder, 'single', capsys, '--backend', 'onnxruntime', '--threads', '1')
+    assert code == 0 and 'images at a time' not in out, err
+    assert np.abs(outputs(folder, 'pair') - outputs(folder, 'single')).max() <= 1
+
+
+def test_run_folder_workers_collect_errors_and_raise_crashes(tmp_path):
+    """With 3 forwards in flight every image is written once, a per-image DDSRError is collected for its file, and
+    any other exception in a helper thread is raised in the caller (not lost with the thread)."""
+    from ddsr.deploy.pipeline import run_folder
+    from ddsr.errors import DDSRError
+    files = []
+    for i in range(7):
+        files.append(tmp_path / f'{i}.png')
+        cv2.imwrite(str(files[-1]), np.full((4, 5, 3), 10 * i, np.uint8))
+    targets = [tmp_path / 'out' / f'{i}.png' for i in range(7)]
+    targets[0].parent.mkdir()
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        if x[0, 0, 0, 0] == np.float32(30 / 255):  # image 3
+            raise DDSRError('image 3 refused')
+        return np.repeat(np.repeat(x, 2, axis=2), 2, axis=3)
+
+    done = []
+    failed = run_folder(forward, files, targets, on_done=done.append, workers=3)
+    assert list(failed) == [files[3]] and str(failed[files[3]]) == 'image 3 refused'
+    assert sorted(done) == sorted(files) and len(done) == 7
+    written = sorted(p.name for p in targets[0].parent.iterdir())
+    assert written == sorted(f'{i}.png' for i in range(7) if i != 3)
+    assert cv2.imread(str(targets[5])).shape == (8, 10, 3) and int(cv2.imread(str(targets[5]))[0, 0, 0]) == 50
+
+    def crash(x: np.ndarray) -> np.ndarray:
+        raise ZeroDivisionError('bug in a forward')
+
+    with pytest.raises(ZeroDivisionError, match='bug in a forward'):
+        run_folder(crash, files, [tmp_path / 'out2' / f'{i}.png' for i in range(7)], workers=2)

@@ -89,6 +89,22 @@ class DynamicBranch(nn.Module):
         q = self.bn2(torch.matmul(phi, q)) + q
         return scale, self.p(q.view(b, self.dim, h, w))
 
+    def linear_form(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Folded form only: ``(a, W, c)`` with ``D(x) = W x + c`` for each sample (a 1x1 conv whose weights depend
+        on ``x`` through its pooled descriptor): ``W = W_p (Phi' + I) W_q`` (b, C_out, C_in), ``c = W_p (Phi' + I)
+        b_q + b_p`` (b, C_out), and ``a`` (b, C_out). Composing the rank-d factors costs O(C_out d C_in) per sample,
+        independent of the image size."""
+        b = x.shape[0]
+        z = self.fc(x.mean((2, 3)))
+        phi = self.fc_phi(z).view(b, self.dim, self.dim)
+        scale = hard_sigmoid(self.fc_scale(z))
+        eye = torch.eye(self.dim, dtype=phi.dtype, device=phi.device)
+        mix = torch.matmul(self.p.weight.flatten(1), phi + eye)  # (b, C_out, d)
+        q_bias, p_bias = self.q.bias, self.p.bias
+        assert q_bias is not None and p_bias is not None  # the folded q and p are biased
+        weight = torch.matmul(mix, self.q.weight.flatten(1))
+        return scale, weight, torch.matmul(mix, q_bias) + p_bias
+
     @torch.no_grad()
     def fold_bn(self) -> None:
         """Fold the eval-mode ``bn1``/``bn2`` into ``q``, ``fc_phi`` and ``p`` (outputs unchanged; idempotent)."""
@@ -128,6 +144,33 @@ class DynamicDBB(DiverseBranchBlock):
         scale, res = self.dy_branch(x)
         return scale * super().forward(x) + res, res
 
+    def fused_forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Deploy + folded form: ``a * S(x) + D(x)`` as ONE per-sample kxk conv, plus D's ``(W, c)``.
+
+        ``S`` is the conv ``(K, k)`` and ``D(x) = W x + c`` a 1x1 conv (:meth:`DynamicBranch.linear_form`), so
+        ``a * S(x) + D(x)`` is the kxk conv with kernel ``a K + W`` (``W`` on the centre tap) and bias ``a k + c``.
+        Exact up to float rounding; it replaces the q/p convs, the per-sample matmul, the scaling and the sum over
+        the image by one conv (the pooled descriptor still reads ``x`` once)."""
+        scale, weight, bias = self.dy_branch.linear_form(x)
+        conv = self.dbb_reparam
+        assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+        k = self.kernel_size
+        tap = torch.zeros(k, k, dtype=weight.dtype, device=weight.device)
+        tap[k // 2, k // 2] = 1.  # one-hot centre tap (a broadcast, not a pad: ONNX needs the kernel's static shape)
+        kernel = scale[:, :, None, None, None] * conv.weight + weight[..., None, None] * tap
+        out = per_sample_conv(x, kernel, scale * conv.bias + bias, k // 2)
+        return out, weight, bias
+
+
+def per_sample_conv(x: Tensor, weight: Tensor, bias: Tensor, padding: int) -> Tensor:
+    """Conv of each sample ``x[i]`` with its own ``weight[i]`` (b, C_out, C_in, k, k) and ``bias[i]`` (b, C_out):
+    a plain conv for one sample, a grouped conv over the batch otherwise."""
+    b = x.shape[0]
+    if b == 1:
+        return F.conv2d(x, weight[0], bias[0], padding=padding)
+    out = F.conv2d(x.reshape(1, -1, *x.shape[2:]), weight.flatten(0, 1), bias.flatten(), padding=padding, groups=b)
+    return out.view(b, -1, *out.shape[2:])
+
 
 class RDU(nn.Module):
     """Reparameterized dynamic unit: ``(act(a * S(x) + D(x)), D(x))``; key prefix ``unit``.
@@ -148,7 +191,15 @@ class RDU(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         out, res = self.unit(x)
-        return (F.leaky_relu(out, 0.05) if self.act else out), res
+        return self.activate(out), res
+
+    def activate(self, out: Tensor) -> Tensor:
+        return F.leaky_relu(out, 0.05) if self.act else out
+
+    def fused_forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Folded form: ``(act(a * S(x) + D(x)), W, c)`` with ``D(x) = W x + c`` (:meth:`DynamicDBB.fused_forward`)."""
+        out, weight, bias = self.unit.fused_forward(x)
+        return self.activate(out), weight, bias
 
 
 class ESA(nn.Module):
@@ -208,7 +259,16 @@ class DFDB(nn.Module):
         self.conv1x1 = nn.Conv2d(4 * num_feat, num_feat, 1)
         self.esa = ESA(num_feat)
 
+    @property
+    def folded(self) -> bool:
+        """The RDUs' dynamic branches are folded (:meth:`DDistillSR.fold_dynamic_bn`)."""
+        rdu = self.c1_r
+        assert isinstance(rdu, RDU)
+        return rdu.unit.dy_branch.folded
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.folded:
+            return self.fused_forward(x)
         distilled, residuals, r = [], [x], x
         for i in (1, 2, 3):
             distilled.append(F.leaky_relu(getattr(self, f'c{i}_d')(r), 0.05))
@@ -216,6 +276,26 @@ class DFDB(nn.Module):
             residuals.append(res)
         fused = self.c5(torch.cat(distilled + [self.c4(r)], 1))
         res = torch.sigmoid(self.PAconv(fused)) * self.conv1x1(torch.cat(residuals, 1))
+        return self.esa(fused + res), res
+
+    def fused_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Folded form, same outputs: every RDU is one per-sample conv (:meth:`RDU.fused_forward`) and the dynamic
+        residuals ``h_i = W_i r_{i-1} + c_i`` are never built: with ``conv1x1 = [V_0 V_1 V_2 V_3]`` (blocks of C
+        columns), ``conv1x1(cat[x, h1, h2, h3]) = (V_0 + V_1 W_1) x + V_2 W_2 r_1 + V_3 W_3 r_2 + b + sum V_i c_i``,
+        one per-sample 1x1 conv over ``cat[x, r_1, r_2]``."""
+        blocks = self.conv1x1.weight.flatten(1).split(x.shape[1], dim=1)  # V_0 .. V_3
+        assert self.conv1x1.bias is not None
+        distilled, inputs, coefs, bias, r = [], [], [], self.conv1x1.bias, x
+        for i in (1, 2, 3):
+            distilled.append(F.leaky_relu(getattr(self, f'c{i}_d')(r), 0.05))
+            inputs.append(r)
+            r, weight, shift = getattr(self, f'c{i}_r').fused_forward(r)
+            coefs.append(torch.matmul(blocks[i], weight))  # (b, C, C)
+            bias = bias + torch.matmul(shift, blocks[i].t())
+        coefs[0] = coefs[0] + blocks[0]
+        fused = self.c5(torch.cat(distilled + [self.c4(r)], 1))
+        mixed = per_sample_conv(torch.cat(inputs, 1), torch.cat(coefs, 2)[..., None, None], bias, 0)
+        res = torch.sigmoid(self.PAconv(fused)) * mixed
         return self.esa(fused + res), res
 
 
@@ -269,8 +349,14 @@ class DDistillSR(ReparamESACapabilities, Reparameterizable):
             residuals.append(res)
         res = self.cres(torch.cat(residuals, 1))
         out = self.c(torch.cat(outs, 1))
-        low, _ = self.LR_conv(out + torch.sigmoid(self.PAconv(out)) * res)
+        fuse_in = out + torch.sigmoid(self.PAconv(out)) * res
+        low = self.LR_conv.fused_forward(fuse_in)[0] if self.fold_bn else self.LR_conv(fuse_in)[0]
         return getattr(self, f'upsamplerx{self.upscale}')(low + feat).clamp(0, 1)
+
+    @property
+    def per_sample_weights(self) -> bool:
+        """The folded form convolves each sample with its own kernels (an ONNX export of it takes batch 1)."""
+        return self.fold_bn
 
     def switch_to_deploy(self, fold_bn: bool = False) -> None:
         """Fuse every RDU's DBB branches into ``dbb_reparam`` in place (eval mode, idempotent).

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                 tiles = f' ({num_tiles(shape[0], shape[1], args.tile)} tiles)'
             bar.set_postfix_str(f'{src.name}{tiles}')
 
-        errors = run_folder(plan.forward, files, targets, on_image, lambda src: bar.update())
+        errors = run_folder(plan.forward, files, targets, on_image, lambda src: bar.update(), plan.workers)
     failed = [f'{src}: {err}' if str(src) not in str(err) else str(err) for src, err in errors.items()]
     print(f'upscaled {len(files) - len(failed)}/{len(files)} images x{plan.scale} with {describe(plan)} into {out_dir}'
           + (f'; failed: {len(failed)}' if failed else ''))

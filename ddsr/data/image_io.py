@@ -4,8 +4,8 @@
   replicated, alpha dropped, 16-bit scaled to 8); ``mode='unchanged'`` keeps gray/BGR/BGRA and 8/16-bit for
   inference, which writes the same mode and bit depth back.
 - :func:`write_png` writes through a temporary file renamed into place (no half-written outputs) at a chosen zlib
-  level: 3 is BasicSR's default for extracted sub-images; 1 is several times faster to encode for ~10-20% larger
-  files (what ``ddsr upscale`` uses).
+  level (3 is BasicSR's default for extracted sub-images) or with OpenCV's default settings (``None``, what
+  ``ddsr upscale`` uses: the fastest, see :mod:`ddsr.deploy.pipeline`).
 """
 import os
 from pathlib import Path
@@ -40,10 +40,12 @@ def read_image(path: str | os.PathLike, mode: str = 'bgr') -> np.ndarray:
     return img
 
 
-def write_png(path: str | os.PathLike, img: np.ndarray, compression: int = 3) -> None:
-    """Write ``img`` (cv2 layout) as PNG at zlib level ``compression`` via a temporary file renamed into place."""
+def write_png(path: str | os.PathLike, img: np.ndarray, compression: int | None = 3) -> None:
+    """Write ``img`` (cv2 layout) as PNG at zlib level ``compression`` (None: OpenCV's own default settings) via a
+    temporary file renamed into place."""
     path = Path(path)
     tmp = path.with_name(f'.{path.stem}.tmp.png')
-    if not cv2.imwrite(str(tmp), img, [cv2.IMWRITE_PNG_COMPRESSION, compression]):
+    params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, compression]
+    if not cv2.imwrite(str(tmp), img, params):
         raise DDSRError(f'{path}: could not write')
     tmp.replace(path)

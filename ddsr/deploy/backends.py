@@ -48,6 +48,17 @@ def to_deploy(net: nn.Module) -> nn.Module:
     return net
 
 
+def to_inference_form(net: nn.Module) -> nn.Module:
+    """:func:`to_deploy`, then the folds that only inference allows, each exact up to float rounding: DDistill-SR's
+    dynamic-branch BNs folded, which runs every RDU as one per-sample conv (``DDistillSR.fold_dynamic_bn``). The
+    form every ``ddsr upscale`` path runs (PyTorch and the cached ONNX export)."""
+    net = to_deploy(net)
+    fold = getattr(net, 'fold_dynamic_bn', None)
+    if callable(fold) and not getattr(net, 'fold_bn', True):
+        fold()
+    return net
+
+
 def probe_scale(forward: Callable[[Tensor], Tensor], size: int) -> int:
     with torch.inference_mode():
         out = forward(torch.zeros(1, 3, size, size))
@@ -56,7 +67,7 @@ def probe_scale(forward: Callable[[Tensor], Tensor], size: int) -> int:
 
 def torch_upscaler(net: nn.Module, device: str = 'cpu', channels_last: bool = False) -> Upscaler:
     """Upscaler of a PyTorch network (converted to deploy form) under ``torch.inference_mode``."""
-    net = to_deploy(net).to(device)
+    net = to_inference_form(net).to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     need = capabilities_of(net).size

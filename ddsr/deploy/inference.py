@@ -20,7 +20,15 @@ from torch import nn
 
 from ddsr import checkpoint, zoo
 from ddsr.data.image_io import IMAGE_EXTS, read_image, write_png  # noqa: F401  (the image side of inference)
-from ddsr.deploy.backends import PROBE_SIDE, Upscaler, median_ms, onnx_upscaler, to_deploy, torch_upscaler
+from ddsr.deploy.backends import (  # noqa: F401  (to_deploy: part of this module's interface)
+    PROBE_SIDE,
+    Upscaler,
+    median_ms,
+    onnx_upscaler,
+    to_deploy,
+    to_inference_form,
+    torch_upscaler,
+)
 from ddsr.deploy.export import export_onnx, natural_image, onnx_max_diff
 from ddsr.deploy.pipeline import finish, prepare
 from ddsr.errors import DDSRError
@@ -58,7 +66,7 @@ def auto_upscaler(net: nn.Module, device: str = 'cpu', threads: int | None = Non
     and onnxruntime (a temporary ONNX export checked to ``tol`` on a natural crop) are both timed on a natural
     ``probe`` x ``probe`` image and the faster one is kept (``info['timings_ms']``); on CUDA, or when the export
     fails or differs, PyTorch."""
-    net = to_deploy(net)
+    net = to_inference_form(net)
     candidates = [torch_upscaler(net, device, channels_last=True)]
     if device == 'cpu':
         try:
