@@ -103,7 +103,11 @@ def run_folder(forward: Forward, files: Sequence[Path], targets: Sequence[Path],
     dst_of = dict(zip(files, targets, strict=True))
 
     def work() -> None:
-        while not crashed and (item := decoded.get()) is not _DONE:
+        while not crashed:  # another worker's crash ends this one too (raised by the main thread)
+            item = decoded.get()
+            if item is _DONE:
+                decoded.put(_DONE)  # the end, for the next worker (the reader has stopped: there is room)
+                return
             src, img, x, err = item
             if err is None:
                 if on_image:
@@ -118,14 +122,12 @@ def run_folder(forward: Forward, files: Sequence[Path], targets: Sequence[Path],
                     failed[src] = err
                 if on_done:
                     on_done(src)
-        decoded.put(_DONE)  # the end, for the next worker
 
     def helper() -> None:
         try:
             work()
         except BaseException as err:  # noqa: B902  (re-raised in the main thread)
             crashed.append(err)
-            decoded.put(_DONE)
 
     helpers = [threading.Thread(target=helper, daemon=True, name=f'ddsr-forward-{i + 1}') for i in range(workers - 1)]
     try:
@@ -138,6 +140,12 @@ def run_folder(forward: Forward, files: Sequence[Path], targets: Sequence[Path],
             raise crashed[0]
     finally:
         stop.set()
+        while reader.is_alive():  # a reader blocked on a full queue after a failure: make room until it stops
+            try:
+                decoded.get_nowait()
+            except queue.Empty:
+                pass
+            reader.join(0.01)
         jobs.put(_DONE)
         writer.join()
     return {src: failed[src] for src in files if src in failed}
