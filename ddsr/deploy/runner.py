@@ -13,8 +13,8 @@ Steps (each done once per command):
    (``torch`` never touches the cache); CUDA runs PyTorch.
 3. **Images in flight**: with onnxruntime, a folder of 2 or more images whose first image has at most
    :data:`PARALLEL_MAX_AREA` LR px runs two images at once, each forward on half the threads (one session, two
-   concurrent runs): small ops and the serial parts of one forward overlap the other's (measured: 6-8% less time
-   per image for DIPNet and DDistill-SR at 480x270 on 2 cores; ``benchmarks/bench_upscale_e2e.py``).
+   concurrent runs): small ops and the serial parts of one forward overlap the other's (measured at 480x270 on 2
+   cores: 9% less time per image for DIPNet, 12% for DDistill-SR; ``benchmarks/bench_forward_limits.py``).
 4. **Choice** (``auto``): the backend with the lower estimated time for *this* command: the probe times scaled by
    the first image's area, times the number of images, plus the cost of importing torch (measured by the probe run)
    for the PyTorch path when torch is not imported yet. onnxruntime runs without importing torch at all (NumPy in,
@@ -43,8 +43,8 @@ from ddsr.deploy import cache
 from ddsr.errors import DDSRError
 
 PROBE_SIZE = 96  # side of the natural probe image (px, LR)
-# Two images in flight only up to this LR area (px): each run holds its own activations (chosen here: a 1 MP LR
-# input already needs several GB in DDistill-SR's forward, so larger images go one at a time).
+# Two images in flight only up to this LR area (px): each run holds its own activations, so larger images go one
+# at a time (chosen here: bounds the second run's extra memory, not measured at this size).
 PARALLEL_MAX_AREA = 1_000_000
 ONNX_TOL = 1e-4  # max |ONNX - PyTorch| accepted for the export (float32 on [0, 1] images)
 COUNTERS = {'probes': 0, 'cache_hits': 0, 'rebuilt': 0}  # this process (tests)
