@@ -37,17 +37,12 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from report import load_average, publish  # noqa: E402  (benchmarks/report.py)
+
 from ddsr.archs.registry import arch_class  # noqa: E402
 from ddsr.bench.efficiency import count_macs_activations  # noqa: E402
 from ddsr.deploy.backends import to_deploy, to_inference_form  # noqa: E402
 from ddsr.deploy.export import export_onnx, natural_image  # noqa: E402
-
-
-def uptime() -> str:
-    try:
-        return 'load average ' + ', '.join(open('/proc/loadavg').read().split()[:3])
-    except OSError:
-        return 'load average n/a'
 
 
 def median_s(fn: Callable[[], object], runs: int) -> float:
@@ -137,7 +132,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    lines = [f'threads: {torch.get_num_threads()} (PyTorch); {uptime()} at start']
+    lines = [f'threads: {torch.get_num_threads()} (PyTorch); {load_average()} at start']
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -180,11 +175,12 @@ def main() -> int:
                 pair_s = in_flight(lambda xn=xn, s=pair_session, n=name_in: s.run(None, {n: xn}), args.runs)
                 rows.append((name, size, gflop, med['eager'], med[fast], fast, pair_s))
                 print(f'{name} {size}: ' + ', '.join(f'{k} {v * 1e3:.0f} ms' for k, v in med.items())
-                      + f' ({uptime()})', flush=True)
+                      + f' ({load_average()})', flush=True)
         peak2, peak2_path = conv_peak(args.runs, args.threads, tmp)
         if peak2 > peak:
             peak, peak_path = peak2, peak2_path
-    lines.append(f'{uptime()} at end; conv peak {peak:.1f} GFLOP/s ({peak_path}, dense 3x3 conv 64->64 on 270x480)')
+    lines.append(f'{load_average()} at end; conv peak {peak:.1f} GFLOP/s ({peak_path}, dense 3x3 conv 64->64 on '
+                 '270x480)')
     table = ['| network | LR size | GFLOP | PyTorch eager | ddsr fast path | ddsr path | ddsr / eager | limit '
              '(GFLOP / peak) | fraction of limit | onnxruntime, 2 images in flight (per image) | fraction of limit |',
              '|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|']
@@ -194,9 +190,7 @@ def main() -> int:
                      f'{fast_s / eager_s:.2f}x | {limit * 1e3:.0f} ms | {limit / fast_s:.0%} | {pair_s * 1e3:.0f} ms | '
                      f'{limit / pair_s:.0%} |')
     report = '\n'.join(lines + [''] + table)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + '\n')
+    publish(report, args.out)
     return 0
 
 

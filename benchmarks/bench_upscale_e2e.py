@@ -28,6 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from report import load_average, publish  # benchmarks/report.py
 
 REPO = Path(__file__).resolve().parents[1]
 LR_SIZE = (480, 270)  # (w, h)
@@ -91,13 +92,6 @@ def max_diff(a: Path, b: Path) -> int:
     return worst
 
 
-def uptime() -> str:
-    try:
-        return 'load average ' + ', '.join(open('/proc/loadavg').read().split()[:3])
-    except OSError:
-        return 'load average n/a'
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--dipnet', required=True, help='DIPNet x4 deploy weights (xiumu00/DIPNet release)')
@@ -113,7 +107,7 @@ def main() -> int:
     threads = ['--threads', str(args.threads)] if args.threads else []
     if args.threads:
         env['OMP_NUM_THREADS'] = str(args.threads)
-    lines = [f'threads: {args.threads or "library defaults"} ({os.cpu_count()} CPUs); {uptime()} at start']
+    lines = [f'threads: {args.threads or "library defaults"} ({os.cpu_count()} CPUs); {load_average()} at start']
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / 'in').mkdir()
@@ -133,7 +127,7 @@ def main() -> int:
         for run in range(args.runs):
             for key, cmd in cmds.items():
                 times[key].append(timed(cmd, env))
-            print(f'run {run + 1}/{args.runs} done ({uptime()})', flush=True)
+            print(f'run {run + 1}/{args.runs} done ({load_average()})', flush=True)
         choice = {}
         for net in NETS:
             proc = subprocess.run(cmds[net, 'ddsr'], env=env, capture_output=True, text=True, cwd=REPO)
@@ -155,7 +149,7 @@ def main() -> int:
             for name, cmd in zip(startup, startup_cmds, strict=True):
                 startup[name].append(timed(cmd, env))
         diffs = {net: max_diff(tmp / f'base_{NETS[net][1]}', tmp / f'ddsr_{NETS[net][1]}') for net in NETS}
-    lines.append(f'{uptime()} at end')
+    lines.append(f'{load_average()} at end')
     table = ['| network | official way (baseline process) | `ddsr upscale` (cached choice) | ratio | max abs diff '
              '(8-bit levels) | ddsr first run (probe + export) | backend chosen |',
              '|---|---:|---:|---:|---:|---:|---|']
@@ -167,9 +161,7 @@ def main() -> int:
     table += [f'| {name} | {statistics.median(t):.2f} |' for name, t in startup.items()]
     raw = [f'raw {net} {kind}: ' + ', '.join(f'{t:.2f}' for t in times[net, kind]) for net, kind in times]
     report = '\n'.join(lines + [''] + table + [''] + raw)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + '\n')
+    publish(report, args.out)
     return 0
 
 
