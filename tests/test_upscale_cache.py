@@ -117,11 +117,10 @@ def test_cached_onnxruntime_run_does_not_import_torch(folder, capsys):
 ])
 def test_auto_choice_counts_the_torch_import(timings, import_s, n, torch_loaded, tiled, expected, monkeypatch):
     entry = {'timings_ms': timings, 'torch_import_s': import_s, 'probe': 96, 'onnx_path': 'x.onnx'}
-    monkeypatch.setattr(runner, '_first_area', lambda files: 96 * 96)
     if not torch_loaded:
         monkeypatch.delitem(sys.modules, 'torch')
     try:
-        assert runner.choose(entry, [Path('x')] * n, tiled) == expected
+        assert runner.choose(entry, n, 96 * 96, tiled) == expected
     finally:
         sys.modules['torch'] = torch
 

@@ -82,9 +82,9 @@ def export_onnx(net: nn.Module, path: PathLike, size: int = 64, opset: int = OPS
         scale = net(x).shape[-1] // size
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a net whose weights depend on the sample (DDistill-SR's folded form) traces a graph for batch 1 only
-    axes = {2: 'height', 3: 'width'} if getattr(net, 'per_sample_weights', False) else {0: 'batch', 2: 'height',
-                                                                                        3: 'width'}
+    axes = {0: 'batch', 2: 'height', 3: 'width'}
+    if getattr(net, 'per_sample_weights', False):  # weights that depend on the sample (DDistill-SR's folded form):
+        del axes[0]  # the traced graph is right for batch 1 only
     with warnings.catch_warnings():  # the tracer's notes on Python-side shape arithmetic (checked below instead)
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         torch.onnx.export(net, (x, ), str(path), input_names=['lr'], output_names=['sr'], opset_version=opset,

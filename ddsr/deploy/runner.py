@@ -254,15 +254,15 @@ def _first_area(files: list[Path]) -> int | None:
     return None
 
 
-def choose(entry: dict, files: list[Path], tiled: bool) -> str:
-    """``auto``'s backend for this command (see the module docstring, step 3)."""
+def choose(entry: dict, n_images: int, area: int | None, tiled: bool) -> str:
+    """``auto``'s backend for ``n_images`` images, the first of ``area`` px (see the module docstring, step 4)."""
     timings = entry.get('timings_ms') or {}
     if 'onnxruntime' not in timings or not entry.get('onnx_path'):
         return 'torch'
     if tiled or 'torch' in sys.modules or not entry.get('torch_import_s'):
         return min(timings, key=lambda k: timings[k])
-    area = _first_area(files) or entry['probe'] ** 2
-    per_image = area / entry['probe'] ** 2 * len(files) / 1e3  # ms at the probe size -> s for all images
+    area = area or entry['probe'] ** 2
+    per_image = area / entry['probe'] ** 2 * n_images / 1e3  # ms at the probe size -> s for all images
     cost = {'torch': entry['torch_import_s'] + timings['torch'] * per_image,
             'onnxruntime': timings['onnxruntime'] * per_image}
     return min(cost, key=lambda k: cost[k])
@@ -282,17 +282,16 @@ def _torch_plan(net, args: argparse.Namespace, info: dict) -> Plan:
     return Plan(forward, up.scale, {'backend': 'torch', 'device': args.device, 'channels_last': channels_last, **info})
 
 
-def images_in_flight(files: list[Path], threads: int | None, tiled: bool) -> int:
-    """2 when a folder's images can run two at a time (step 3 of the module docstring), else 1."""
+def images_in_flight(n_images: int, area: int | None, threads: int | None, tiled: bool) -> int:
+    """2 when ``n_images`` images, the first of ``area`` px, can run two at a time (step 3 of the module
+    docstring), else 1."""
     cores = threads or os.cpu_count() or 1
-    if tiled or cores < 2 or len(files) < 2:
+    if tiled or cores < 2 or n_images < 2:
         return 1
-    area = _first_area(files)
     return 2 if area is not None and area <= PARALLEL_MAX_AREA else 1
 
 
-def _ort_plan(path: str, meta: dict, args: argparse.Namespace, info: dict, files: list[Path] | None = None) -> Plan:
-    workers = images_in_flight(files or [], args.threads, bool(args.tile))
+def _ort_plan(path: str, meta: dict, args: argparse.Namespace, info: dict, workers: int = 1) -> Plan:
     threads = max(1, (args.threads or os.cpu_count() or 1) // workers) if workers > 1 else args.threads
     session = ort_session(path, threads)
     if args.tile:  # tiling is PyTorch code
@@ -327,7 +326,8 @@ def make_plan(args: argparse.Namespace, arch: dict | None, files: list[Path], op
         if not Path(args.onnx).is_file():
             raise DDSRError(f'ONNX model not found: {args.onnx}')
         meta = onnx_file_meta(ort_session(args.onnx, args.threads), args.onnx)
-        return _ort_plan(args.onnx, meta, args, {'source': 'given'}, files)
+        workers = images_in_flight(len(files), _first_area(files), args.threads, bool(args.tile))
+        return _ort_plan(args.onnx, meta, args, {'source': 'given'}, workers)
     source = read_source(args, arch, opt)
     if args.backend == 'torch' or args.device != 'cpu':  # --device: resolved and checked by ddsr.commands
         _import_torch()
@@ -352,14 +352,16 @@ def make_plan(args: argparse.Namespace, arch: dict | None, files: list[Path], op
     if rebuilt:
         how['rebuilt'] = rebuilt
     tiled_esa = bool(args.tile) and int(entry.get('align', 1)) > 1
+    area = _first_area(files)  # read once: the choice and the images in flight both scale with it
     if args.backend == 'onnxruntime':
         if not entry.get('onnx_path'):
             raise DDSRError(f'--backend onnxruntime: no usable ONNX export ({entry.get("onnx_rejected", "none")})')
         backend = 'onnxruntime'
     else:
-        backend = 'torch' if tiled_esa else choose(entry, files, bool(args.tile))
+        backend = 'torch' if tiled_esa else choose(entry, len(files), area, bool(args.tile))
     if backend == 'onnxruntime':
-        return _ort_plan(entry['onnx_path'], entry, args, how, files)
+        workers = images_in_flight(len(files), area, args.threads, bool(args.tile))
+        return _ort_plan(entry['onnx_path'], entry, args, how, workers)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
