@@ -19,7 +19,6 @@ Only ``torch`` is imported at module level; the ARCH registry (BasicSR) is impor
 """
 import io
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from os import path as osp
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from ddsr.errors import DDSRError, UnknownTypeError
+from ddsr.fileio import atomic_write
 
 PARAM_KEYS = ('params', 'params_ema')
 
@@ -116,32 +116,15 @@ def load_training_state(path: str | os.PathLike, device: Any = 'cpu') -> dict:
     return torch.load(path, map_location=device, weights_only=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_save(obj: Any, path: Any) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX).
+    """``torch.save`` through :func:`ddsr.fileio.atomic_write` (temporary file, rename over ``path``; mode 0666 minus
+    the umask, as ``torch.save(path)`` gives).
     A file object (not a path) is written directly, as ``torch.save`` does."""
     if not isinstance(path, (str, os.PathLike)):
         torch.save(obj, path)
         return
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; torch.save(path) would honour the umask
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def save_self_describing(path: str | os.PathLike, params: Mapping[str, torch.Tensor], arch: Mapping,

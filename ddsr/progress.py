@@ -2,17 +2,21 @@
 
 tqdm redraws its bar with carriage returns; written to a file or a pipe (CI logs, ``| tee``), every redraw becomes
 part of the log. :func:`progress` returns a tqdm bar when the stream is a terminal and a :class:`LineProgress`
-otherwise, which prints one plain line (``desc: n/total (pct) rate eta``) at most every ``every`` seconds and at
-the end. Both take ``update``, ``set_postfix_str``, ``write`` and ``close`` and work as context managers.
+otherwise, which prints one plain line (``desc: n/total (pct) rate eta``) at the first step (so a log shows at once
+that the work started), then at most every ``every`` seconds, and at the end. Both take ``update``,
+``set_postfix_str``, ``write`` and ``close`` and work as context managers; :func:`track` wraps an iterable.
+This is the only module that uses tqdm (``tests/test_layout.py``).
 """
 from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, TypeVar
 
 from tqdm import tqdm
 
+T = TypeVar('T')
 LINE_INTERVAL_S = 30.0  # plain-line mode: at most one progress line per this many seconds (chosen here: readable logs)
 
 
@@ -39,9 +43,9 @@ class LineProgress:
         desc: Prefix of every line.
         unit: Step unit for the rate (``it``, ``img``, ``B``).
         file: Output stream. Default: stderr.
-        every: Seconds between lines (the last step always prints). ``0``: a line per update.
+        every: Seconds between lines (the first and the last step always print). ``0``: a line per update.
         initial: Steps already done (resume).
-        unit_scale: Show byte counts as KiB/MiB.
+        unit_scale: Show amounts with binary prefixes (``unit='B'``: KiB, MiB, GiB; rates as ``MiB/s``).
     """
 
     def __init__(self, total: int | None = None, desc: str = '', unit: str = 'it', file: IO[str] | None = None,
@@ -53,15 +57,17 @@ class LineProgress:
         self.unit_scale = unit_scale
         self.postfix = ''
         self.start = self.last = time.monotonic()
+        self.printed: float | None = None  # the step count of the last printed line
         self.closed = False
 
     def _amount(self, n: float) -> str:
+        """``n`` as shown: a plain count, or with ``unit_scale`` a binary-prefixed amount carrying the unit."""
         if not self.unit_scale:
             return f'{int(n)}'
-        for unit, size in (('GiB', 2**30), ('MiB', 2**20), ('KiB', 2**10)):
+        for prefix, size in (('Gi', 2**30), ('Mi', 2**20), ('Ki', 2**10)):
             if n >= size:
-                return f'{n / size:.1f} {unit}'
-        return f'{int(n)} B'
+                return f'{n / size:.1f} {prefix}{self.unit}'
+        return f'{int(n)} {self.unit}'
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.start
@@ -71,7 +77,7 @@ class LineProgress:
         if self.total:
             parts.append(f'/{self._amount(self.total)} ({100 * self.n / self.total:.0f}%)')
         if rate > 0:
-            parts.append(f', {self._amount(rate)} {self.unit}/s' if self.unit_scale else f', {rate:.2f} {self.unit}/s')
+            parts.append(f', {self._amount(rate)}/s' if self.unit_scale else f', {rate:.2f} {self.unit}/s')
             if self.total:
                 parts.append(f', eta {format_duration((self.total - self.n) / rate)}')
         parts.append(f', elapsed {format_duration(elapsed)}')
@@ -79,13 +85,15 @@ class LineProgress:
             parts.append(f', {self.postfix}')
         return ''.join(parts)
 
+    def _print(self) -> None:
+        self.last, self.printed = time.monotonic(), self.n
+        print(self.line(), file=self.file, flush=True)
+
     def update(self, n: float = 1) -> None:
         self.n += n
-        now = time.monotonic()
         finished = self.total is not None and self.n >= self.total
-        if finished or now - self.last >= self.every:
-            self.last = now
-            print(self.line(), file=self.file, flush=True)
+        if finished or self.printed is None or time.monotonic() - self.last >= self.every:
+            self._print()
 
     def set_postfix_str(self, text: str = '', refresh: bool = True) -> None:
         self.postfix = text
@@ -94,6 +102,9 @@ class LineProgress:
         print(text, file=self.file, flush=True)
 
     def close(self) -> None:
+        """Print the final count if a step since the last line went unreported (unknown totals end here)."""
+        if not self.closed and self.printed is not None and self.n != self.printed:
+            self._print()
         self.closed = True
 
     def __enter__(self) -> LineProgress:
@@ -113,3 +124,14 @@ def progress(total: int | None = None, desc: str = '', unit: str = 'it', file: I
                     unit_scale=unit_scale, unit_divisor=1024 if unit_scale else 1000, dynamic_ncols=True,
                     smoothing=0.05)
     return LineProgress(total, desc, unit, stream, every, initial, unit_scale)
+
+
+def track(items: Iterable[T], total: int | None = None, desc: str = '', unit: str = 'it',
+          file: IO[str] | None = None, every: float = LINE_INTERVAL_S, disable: bool = False) -> Iterator[T]:
+    """Yield ``items`` with a :func:`progress` display advanced by one per item (``total`` defaults to ``len``)."""
+    if total is None and hasattr(items, '__len__'):
+        total = len(items)  # type: ignore[arg-type]
+    with progress(total, desc, unit, file, every, disable=disable) as bar:
+        for item in items:
+            yield item
+            bar.update(1)

@@ -5,35 +5,37 @@ option-file spelling ``path.pretrain_network_g: ddsr://NAME`` and ``ddsr.ImageUp
 use them. Only files whose sha256 is known are listed: every download is verified against it.
 
 Where files go: ``$DDSR_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/ddsr`` (``~/.cache/ddsr``), in ``models/``
-under the file name of the source URL. ``DDSR_MODEL_MIRROR=URL`` fetches every model from ``URL/<file name>``
-instead (an ``http(s)://`` or ``file://`` URL, or a plain folder), for mirrors and offline copies.
+under the file name of the source URL. ``DDSR_MODEL_MIRROR`` (an ``http(s)://`` URL, a ``file://`` URL or a plain
+folder), for mirrors and offline copies, serves every model instead as ``<mirror>/<upstream file name>`` or
+``<mirror>/<model name>.pth`` (tried in this order); a folder may also hold it under any name (found by its sha256).
 
 A download streams into a temporary file in the cache folder with a progress bar, checks the sha256, then renames
 it into place (atomic): an interrupted or failed download leaves nothing under the final name, and a file with the
 wrong hash is deleted with an error naming both hashes. A cached file is re-hashed on every use (milliseconds for
 these sizes); a corrupt one is replaced by a fresh download. Without network access the error is one line naming
-the URL and the path where the file can be put by hand.
+the URL and ``ddsr models --add NAME FILE`` (a file obtained elsewhere, verified the same way); a mirror that answers
+404 for both names, or a folder without the file, is reported as lacking it.
 """
 from __future__ import annotations
 
 import contextlib
 import difflib
 import functools
-import hashlib
 import os
-import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from ddsr.errors import DDSRError
+from ddsr.fileio import atomic_copy, atomic_write, cache_root, sha256_file
 
 SCHEME = 'ddsr://'
+MIRROR_ENV = 'DDSR_MODEL_MIRROR'
 TIMEOUT_S = 30.0  # per socket operation (connect / read)
 CHUNK = 1 << 16
 
@@ -80,7 +82,8 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                             'num_block': 4, 'esa_channels': 16, 'upscale': 4, 'deploy': True},
               'xiumu00/DIPNet/master/model_zoo/DIPNet.pth',
               '7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1', 'MIT',
-              'Yu et al., DIPNet, NTIRE 2023 ESR winner (xiumu00/DIPNet, model_zoo/)',
+              'Yu et al., DIPNet: fastest inference time of all NTIRE 2023 efficient SR challenge entries (paper '
+              'abstract) (xiumu00/DIPNet, model_zoo/)',
               'x4 deploy weights, 44 features, middle width 38, 4 blocks, ESA 16; plain state dict, RGB in [0, 1]',
               ('DIPNet', 'DIPNet_x4')),
 )}
@@ -101,86 +104,127 @@ def lookup(name: str) -> PretrainedModel:
     return model
 
 
-def cache_dir() -> Path:
-    """Root of ddsr's cache: ``$DDSR_CACHE_DIR``, else ``$XDG_CACHE_HOME/ddsr``, else ``~/.cache/ddsr``."""
-    if os.environ.get('DDSR_CACHE_DIR'):
-        return Path(os.environ['DDSR_CACHE_DIR']).expanduser()
-    xdg = os.environ.get('XDG_CACHE_HOME') or str(Path('~/.cache').expanduser())
-    return Path(xdg) / 'ddsr'
-
-
 def cached_path(model: PretrainedModel) -> Path:
-    """Where ``model``'s file lives once downloaded."""
-    return cache_dir() / 'models' / model.file_name
+    """Where ``model``'s file lives once downloaded: ``<cache root>/models/<file name of the source URL>``."""
+    return cache_root() / 'models' / model.file_name
+
+
+def mirror_names(model: PretrainedModel) -> list[str]:
+    """The file names a mirror may hold for ``model``, tried in this order: the upstream one, ``<model name>.pth``."""
+    return list(dict.fromkeys((model.file_name, f'{model.name}.pth')))
+
+
+def _mirror() -> str:
+    return os.environ.get(MIRROR_ENV, '').strip()
+
+
+def _mirror_folder(mirror: str) -> Path | None:
+    """The local folder a mirror setting names (a plain path or a ``file://`` URL); None for a remote URL."""
+    if '://' not in mirror:
+        return Path(mirror).expanduser().resolve()
+    if mirror.startswith('file://'):
+        return Path(url2pathname(urlparse(mirror).path))
+    return None
+
+
+def source_urls(model: PretrainedModel) -> list[str]:
+    """The URLs a download tries: the model's URL, or ``$DDSR_MODEL_MIRROR/<name>`` for each of :func:`mirror_names`."""
+    mirror = _mirror()
+    if not mirror:
+        return [model.url]
+    folder = _mirror_folder(mirror)
+    base = folder.as_uri() if folder is not None else mirror.rstrip('/')
+    return [f'{base}/{name}' for name in mirror_names(model)]
 
 
 def source_url(model: PretrainedModel) -> str:
-    """The URL a download reads: ``$DDSR_MODEL_MIRROR/<file name>`` when the mirror is set, else the model's URL."""
-    mirror = os.environ.get('DDSR_MODEL_MIRROR', '').strip()
-    if not mirror:
-        return model.url
-    if '://' not in mirror:  # a plain folder
-        return Path(mirror).expanduser().resolve().as_uri() + '/' + model.file_name
-    return f'{mirror.rstrip("/")}/{model.file_name}'
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The first URL a download tries (:func:`source_urls`)."""
+    return source_urls(model)[0]
 
 
 def is_cached(model: PretrainedModel) -> bool:
     path = cached_path(model)
-    return path.is_file() and sha256_of(path) == model.sha256
+    return path.is_file() and sha256_file(path) == model.sha256
+
+
+def _by_hand(model: PretrainedModel) -> str:
+    return (f'`ddsr models --add {model.name} FILE` installs a copy obtained elsewhere (FILE: {model.url}, sha256 '
+            f'{model.sha256}; it goes to {cached_path(model)})')
 
 
 def _offline_error(model: PretrainedModel, url: str, reason: str) -> DDSRError:
-    dest = cached_path(model)
-    return DDSRError(f'cannot download {model.name} from {url} ({reason}); without network access, download that '
-                     f'URL elsewhere and put the file at {dest} (sha256 {model.sha256}), or set DDSR_MODEL_MIRROR '
-                     f'to a folder or URL holding {model.file_name}')
+    if _mirror():
+        hint = f'check {MIRROR_ENV}={_mirror()}, or {_by_hand(model)}'
+    else:
+        hint = (f'without network access, {_by_hand(model)}, or set {MIRROR_ENV} to a folder or URL holding '
+                f'{" or ".join(mirror_names(model))}')
+    return DDSRError(f'cannot download {model.name} from {url} ({reason}); {hint}')
+
+
+def _mirror_lacks(model: PretrainedModel, where: str, tried: str) -> DDSRError:
+    return DDSRError(f'the mirror {where} lacks {model.name}: {tried}; put {" or ".join(mirror_names(model))} there '
+                     f'(sha256 {model.sha256}), or {_by_hand(model)}')
+
+
+def _verifier(sha256: str, url: str, error: type[Exception]) -> Callable[[Path], None]:
+    def check(tmp: Path) -> None:
+        got = sha256_file(tmp)
+        if got != sha256:
+            raise error(f'{url}: sha256 mismatch (expected {sha256}, got {got}); the downloaded file was deleted')
+    return check
 
 
 def download(url: str, dest: Path, sha256: str, desc: str = '', quiet: bool = False,
              error: type[Exception] = DDSRError) -> Path:
     """Stream ``url`` into ``dest`` through a temporary file; verified by ``sha256`` before the atomic rename."""
     from ddsr.progress import progress
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f'.{dest.name}.', suffix='.part', dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            length = response.headers.get('Content-Length') if hasattr(response, 'headers') else None
-            total = int(length) if length and length.isdigit() else None
-            digest = hashlib.sha256()
-            with progress(total, desc or dest.name, unit='B', unit_scale=True, every=5.0, disable=quiet) as bar:
-                for chunk in iter(lambda: response.read(CHUNK), b''):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-            received = out.tell()
-            if total is not None and received != total:
-                raise ConnectionError(f'connection closed after {received} of {total} bytes')
-            out.flush()
-            os.fsync(out.fileno())
-        got = digest.hexdigest()
-        if got != sha256:
-            raise error(f'{url}: sha256 mismatch (expected {sha256}, got {got}); the downloaded file was deleted')
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(dest, _verifier(sha256, url, error)) as out, \
+            urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        length = response.headers.get('Content-Length') if hasattr(response, 'headers') else None
+        total = int(length) if length and length.isdigit() else None
+        with progress(total, desc or dest.name, unit='B', unit_scale=True, every=5.0, disable=quiet) as bar:
+            for chunk in iter(lambda: response.read(CHUNK), b''):
+                out.write(chunk)
+                bar.update(len(chunk))
+        received = out.tell()
+        if total is not None and received != total:
+            raise ConnectionError(f'connection closed after {received} of {total} bytes')
     return dest
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _in_folder(model: PretrainedModel, folder: Path) -> Path | None:
+    """A file of ``folder`` holding ``model``: one of :func:`mirror_names`, else any file with its sha256."""
+    for name in mirror_names(model):
+        if (folder / name).is_file():
+            return folder / name
+    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    return next((p for p in files if sha256_file(p) == model.sha256), None)
+
+
+def _fetch_from_folder(model: PretrainedModel, folder: Path, dest: Path, quiet: bool) -> Path:
+    src = _in_folder(model, folder)
+    if src is None:
+        what = 'is not a folder' if not folder.is_dir() else 'holds no file of those names or with its sha256'
+        raise _mirror_lacks(model, str(folder), f'{folder} {what}')
+    if not quiet:
+        print(f'copying {model.name} ({model.license}) from {src} into {dest}', file=sys.stderr, flush=True)
+    atomic_copy(src, dest, _verifier(model.sha256, str(src), DDSRError))
+    return dest
+
+
+def _fetch_from_urls(model: PretrainedModel, dest: Path, quiet: bool) -> Path:
+    urls = source_urls(model)
+    for url in urls:
+        if not quiet:
+            print(f'downloading {model.name} ({model.license}) from {url} into {dest}', file=sys.stderr, flush=True)
+        try:
+            return download(url, dest, model.sha256, model.name, quiet)
+        except urllib.error.HTTPError as err:
+            if err.code != 404 or not _mirror():
+                raise
+            if not quiet:
+                print(f'{url}: HTTP 404 {err.reason}', file=sys.stderr, flush=True)
+    raise _mirror_lacks(model, _mirror(), f'{" and ".join(urls)} answer HTTP 404')
 
 
 def fetch(name: str | PretrainedModel, quiet: bool = False) -> Path:
@@ -188,20 +232,21 @@ def fetch(name: str | PretrainedModel, quiet: bool = False) -> Path:
     model = name if isinstance(name, PretrainedModel) else lookup(name)
     path = cached_path(model)
     if path.is_file():
-        if sha256_of(path) == model.sha256:
+        if sha256_file(path) == model.sha256:
             return path
         print(f'warning: cached {path} does not match its sha256 (corrupt or replaced); downloading it again',
               file=sys.stderr, flush=True)
         path.unlink()
+    folder = _mirror_folder(_mirror()) if _mirror() else None
     url = source_url(model)
-    if not quiet:
-        print(f'downloading {model.name} ({model.license}) from {url} into {path}', file=sys.stderr, flush=True)
     try:
-        return download(url, path, model.sha256, model.name, quiet)
+        if folder is not None:
+            return _fetch_from_folder(model, folder, path, quiet)
+        return _fetch_from_urls(model, path, quiet)
     except DDSRError:
         raise
     except urllib.error.HTTPError as err:
-        raise _offline_error(model, url, f'HTTP {err.code} {err.reason}') from None
+        raise _offline_error(model, err.geturl() or url, f'HTTP {err.code} {err.reason}') from None
     except urllib.error.URLError as err:
         raise _offline_error(model, url, str(getattr(err, 'reason', err))) from None
     except (TimeoutError, ConnectionError, OSError) as err:
@@ -262,17 +307,9 @@ def copy_into_cache(name: str, src: str | os.PathLike) -> Path:
     src = Path(src)
     if not src.is_file():
         raise DDSRError(f'{src}: no such file')
-    got = sha256_of(src)
+    got = sha256_file(src)
     if got != model.sha256:
         raise DDSRError(f'{src}: sha256 {got} is not the one of {model.name} ({model.sha256})')
     dest = cached_path(model)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{dest.name}.', suffix='.part', dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_copy(src, dest)
     return dest

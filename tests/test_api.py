@@ -7,6 +7,7 @@ from PIL import Image
 
 from ddsr import ImageUpscaler, zoo
 from ddsr.errors import DDSRError
+from ddsr.fileio import sha256_file
 
 ARCH = {'type': 'DIPNet', 'num_feat': 8, 'num_mid': 6, 'num_block': 1, 'esa_channels': 4, 'upscale': 2,
         'deploy': False, 'expand_width': 8}
@@ -94,7 +95,7 @@ def test_from_pretrained_uses_the_cache(tiny, tmp_path, monkeypatch):
     """A registered model whose file is already in the cache (verified by sha256) loads without any download."""
     path, _ = tiny
     model = zoo.PretrainedModel('Tiny-x2', {k: v for k, v in ARCH.items()}, 'https://example.invalid/tiny.pth',
-                                zoo.sha256_of(path), 'MIT', 'train', 'a test')
+                                sha256_file(path), 'MIT', 'train', 'a test')
     monkeypatch.setitem(zoo.MODELS, 'Tiny-x2', model)
     monkeypatch.setenv('DDSR_CACHE_DIR', str(tmp_path / 'cache'))
     monkeypatch.setenv('DDSR_MODEL_MIRROR', 'http://127.0.0.1:9/unreachable')  # a download would fail

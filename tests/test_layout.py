@@ -1,6 +1,7 @@
 """Import-graph facts of the package (read from the source with ``ast``, nothing imported): no import cycle, layers
-import only downward, one module reads checkpoints with ``torch.load``, and matplotlib is never imported at module
-level (importing ddsr must not change the process's plotting backend)."""
+import only downward, one module reads checkpoints with ``torch.load``, matplotlib is never imported at module
+level (importing ddsr must not change the process's plotting backend), and each file utility has one home (atomic
+rename, umask, sha256, cache root, LMDB opening, YAML parsing, tqdm)."""
 import ast
 from pathlib import Path
 
@@ -10,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / 'ddsr'
 
 # Layers, lowest first: a unit may import units of a lower rank (and itself), never a higher or an equal other one.
 RANK = {
-    'errors': 0, 'registry_import': 0, 'progress': 0,
+    'errors': 0, 'registry_import': 0, 'progress': 0, 'fileio': 0,
     'checkpoint': 1, 'option_file': 1, 'zoo': 1,
     'compat': 2,
     'archs': 3, 'losses': 3, 'data': 3,
@@ -121,3 +122,47 @@ def test_matplotlib_is_imported_lazily():
             if any(name.split('.')[0] == 'matplotlib' for name in names):
                 eager.append(_module_name(path))
     assert not eager, f'matplotlib imported at module level in {eager}'
+
+
+def _calls(path: Path) -> set[str]:
+    """Dotted names called in ``path`` (``os.replace(...)`` -> ``os.replace``), plus ``import:<module>`` for every
+    imported module and ``env:<NAME>`` for every string constant that names an environment variable read."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            parts, func = [], node.func
+            while isinstance(func, ast.Attribute):
+                parts.append(func.attr)
+                func = func.value
+            if isinstance(func, ast.Name):
+                found.add('.'.join([func.id, *reversed(parts)]))
+        elif isinstance(node, ast.Import):
+            found.update(f'import:{alias.name}' for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(f'import:{node.module}')
+        elif isinstance(node, ast.Constant) and node.value == 'XDG_CACHE_HOME':
+            found.add('env:XDG_CACHE_HOME')
+    return found
+
+
+# Each file utility has one home (issue 22): the module that may use the primitive directly. Everything else calls
+# that home (ddsr.fileio.atomic_write / replace_dir / umask / sha256_* / cache_root, ddsr.data.lmdb_tools.LmdbReader,
+# ddsr.option_file.load_options, ddsr.progress.progress / track).
+ONE_HOME = {
+    'os.replace': {'ddsr.fileio'},
+    'os.umask': {'ddsr.fileio'},
+    'hashlib.sha256': {'ddsr.fileio',
+                       'ddsr.deploy.runner'},  # left to the deploy restructuring of issue 22: call ddsr.fileio there
+    'env:XDG_CACHE_HOME': {'ddsr.fileio'},
+    'lmdb.open': {'ddsr.data.lmdb_tools'},
+    'yaml.load': {'ddsr.option_file'},
+    'yaml.safe_load': {'ddsr.commands'},  # a command-line KEY=VALUE string, not a file
+    'import:tqdm': {'ddsr.progress'},
+}
+
+
+@pytest.mark.parametrize('primitive', sorted(ONE_HOME))
+def test_each_file_utility_has_one_home(primitive):
+    users = {_module_name(p) for p in PACKAGE.rglob('*.py') if primitive in _calls(p)}
+    assert users <= ONE_HOME[primitive], f'{primitive} used outside its home: {sorted(users - ONE_HOME[primitive])}'
+    assert users, f'{primitive}: its home no longer uses it (update ONE_HOME)'

@@ -2,6 +2,7 @@
 import functools
 import hashlib
 import http.server
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 
 from ddsr import zoo
 from ddsr.errors import DDSRError
+from ddsr.fileio import sha256_file
 from tests.conftest import PRETRAINED, run_cli, write_options
 
 TINY = {'type': 'DIPNet', 'num_feat': 8, 'num_mid': 6, 'num_block': 1, 'esa_channels': 4, 'upscale': 2,
@@ -152,6 +154,90 @@ def test_folder_mirror_and_add_by_hand(tiny_model, tmp_path, monkeypatch):
         zoo.copy_into_cache('Tiny-x2', wrong)
 
 
+def test_offline_error_names_the_add_command(tiny_model, monkeypatch):
+    model, _, _ = tiny_model
+    monkeypatch.delenv('DDSR_MODEL_MIRROR')
+    monkeypatch.setattr(zoo.urllib.request, 'urlopen', _no_network)
+    with pytest.raises(DDSRError) as err:
+        zoo.fetch('Tiny-x2', quiet=True)
+    text = str(err.value)
+    assert '\n' not in text and 'cannot download Tiny-x2 from https://example.invalid/files/tiny_x2.pth' in text
+    assert 'without network access, `ddsr models --add Tiny-x2 FILE`' in text
+    assert 'DDSR_MODEL_MIRROR to a folder or URL holding tiny_x2.pth or Tiny-x2.pth' in text
+
+
+def _no_network(*args, **kwargs):
+    raise zoo.urllib.error.URLError('[Errno -3] Temporary failure in name resolution')
+
+
+@pytest.mark.parametrize('served_as', ['tiny_x2.pth', 'Tiny-x2.pth'])
+def test_http_mirror_serves_upstream_name_or_model_name(tiny_model, tmp_path, served_as):
+    model, src, handler = tiny_model
+    src.rename(src.parent / served_as)
+    path = zoo.fetch('Tiny-x2', quiet=True)
+    assert path == zoo.cached_path(model) and sha256_file(path) == model.sha256
+    tried = ['/tiny_x2.pth', '/Tiny-x2.pth']
+    assert handler.requests == tried[:tried.index('/' + served_as) + 1]  # upstream name first
+
+
+def test_http_mirror_without_the_file_says_it_lacks_it(tiny_model, monkeypatch, server):
+    model, src, handler = tiny_model
+    base, _, _ = server
+    src.unlink()
+    with pytest.raises(DDSRError) as err:
+        zoo.fetch('Tiny-x2', quiet=True)
+    text = str(err.value)
+    assert '\n' not in text and f'the mirror {base} lacks Tiny-x2' in text and 'HTTP 404' in text
+    assert 'without network access' not in text
+    assert 'put tiny_x2.pth or Tiny-x2.pth there' in text and '`ddsr models --add Tiny-x2 FILE`' in text
+    assert handler.requests == ['/tiny_x2.pth', '/Tiny-x2.pth']
+
+
+@pytest.mark.parametrize('stored_as', ['tiny_x2.pth', 'Tiny-x2.pth', 'my copy of the tiny model.bin'])
+@pytest.mark.parametrize('spelling', ['folder', 'file-url'])
+def test_folder_mirror_accepts_either_name_or_any_file_with_the_hash(tiny_model, tmp_path, monkeypatch, stored_as,
+                                                                     spelling):
+    model, src, handler = tiny_model
+    folder = tmp_path / 'offline copies'
+    folder.mkdir()
+    (folder / 'unrelated.pth').write_bytes(b'another file')
+    shutil.copy(src, folder / stored_as)
+    monkeypatch.setenv('DDSR_MODEL_MIRROR', str(folder) if spelling == 'folder' else folder.as_uri())
+    assert zoo.fetch('Tiny-x2', quiet=True).read_bytes() == src.read_bytes()
+    assert handler.requests == []
+
+
+def test_folder_mirror_without_the_file_says_it_lacks_it(tiny_model, tmp_path, monkeypatch):
+    model, _, _ = tiny_model
+    folder = tmp_path / 'empty'
+    folder.mkdir()
+    (folder / 'tiny_x2.pth').write_bytes(b'right name, wrong content')
+    monkeypatch.setenv('DDSR_MODEL_MIRROR', str(folder))
+    with pytest.raises(DDSRError, match='sha256 mismatch'):  # the right name is trusted only after its hash
+        zoo.fetch('Tiny-x2', quiet=True)
+    (folder / 'tiny_x2.pth').unlink()
+    with pytest.raises(DDSRError) as err:
+        zoo.fetch('Tiny-x2', quiet=True)
+    text = str(err.value)
+    assert f'the mirror {folder} lacks Tiny-x2' in text and '`ddsr models --add Tiny-x2 FILE`' in text
+    assert 'without network access' not in text and '\n' not in text
+    assert not zoo.cached_path(model).exists()
+
+
+def test_download_line_shows_byte_rates_once(capsys):
+    import io
+
+    from ddsr.progress import LineProgress
+    stream = io.StringIO()
+    bar = LineProgress(3 * 2**20, 'DIPNet-x4', unit='B', file=stream, every=0, unit_scale=True)
+    for _ in range(3):
+        bar.update(2**20)
+    lines = stream.getvalue().splitlines()
+    assert lines[-1].startswith('DIPNet-x4: 3.0 MiB/3.0 MiB (100%), ')
+    assert all(' B/s' not in line and 'B B' not in line for line in lines), lines
+    assert all(re.search(r', \d+(\.\d)? (KiB|MiB|GiB|B)/s, ', line) for line in lines), lines
+
+
 def test_registry_entries_are_complete_and_match_the_official_files():
     assert set(zoo.MODELS) >= {'DDistill-SR-x4', 'DIPNet-x4'}
     for model in zoo.MODELS.values():
@@ -162,7 +248,7 @@ def test_registry_entries_are_complete_and_match_the_official_files():
         pytest.skip(f'official weights not available at {PRETRAINED}')
     from ddsr.detect import detect_file
     for name, file in files.items():
-        assert zoo.sha256_of(PRETRAINED / file) == zoo.MODELS[name].sha256
+        assert sha256_file(PRETRAINED / file) == zoo.MODELS[name].sha256
         assert detect_file(str(PRETRAINED / file)).arch == dict(zoo.MODELS[name].arch)
 
 

@@ -15,9 +15,13 @@
   ``/proc/self/clear_refs``) over the resident size before the forward, Linux only (None elsewhere).
 MACs, activations and convs are counted on the ``meta`` device (shapes only, no arithmetic) when the network
 allows it, else by a real forward.
+
+:func:`benchmark` says on stderr what it measures before each step (a large network on a loaded CPU takes minutes)
+and shows the timed runs through :mod:`ddsr.progress` (plain lines off a terminal); ``log=None`` silences it.
 """
 import copy
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ddsr.archs.capabilities import capabilities_of
 from ddsr.archs.reparam import switch_to_deploy
+from ddsr.progress import progress
 
 CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -111,13 +116,21 @@ def _sync_timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
     return timed
 
 
-def measure_runtime(net: nn.Module, x: torch.Tensor, runs: int = 10, warmup: int = 2) -> tuple[float, float]:
-    """(median, inter-quartile range) in ms of ``runs`` forwards after ``warmup`` untimed ones."""
+def measure_runtime(net: nn.Module, x: torch.Tensor, runs: int = 10, warmup: int = 2,
+                    desc: str | None = None) -> tuple[float, float]:
+    """(median, inter-quartile range) in ms of ``runs`` forwards after ``warmup`` untimed ones; with ``desc``, a
+    progress display counts the forwards (updated between them, outside the timed region)."""
     timed = _sync_timer(x.device)
-    with torch.no_grad():
+    times = []
+    with torch.no_grad(), progress(warmup + runs, desc or '', unit='forward', every=15.0,
+                                   disable=desc is None) as bar:
         for _ in range(warmup):
             net(x)
-        times = sorted(timed(lambda: net(x)) for _ in range(runs))
+            bar.update(1)
+        for _ in range(runs):
+            times.append(timed(lambda: net(x)))
+            bar.update(1)
+    times.sort()
     if len(times) < 2:
         return times[0], 0.0
     quartiles = statistics.quantiles(times, n=4, method='inclusive')
@@ -163,23 +176,34 @@ def forms(net: nn.Module) -> list[tuple[str, nn.Module]]:
     return [('train', net), ('deploy', deployed)]
 
 
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def benchmark(net: nn.Module, name: str, form: str = '-', input_size: tuple[int, int] = (256, 256),
               count_size: tuple[int, int] = (256, 256), device: str = 'cpu', runs: int = 10, warmup: int = 2,
-              memory: bool = True) -> Efficiency:
+              memory: bool = True, log: Callable[[str], None] | None = _stderr) -> Efficiency:
     """Measure one network. MACs/activations at ``count_size`` (NTIRE: 256x256 LR), runtime/memory at
-    ``input_size``; ``runs=0`` skips runtime, ``memory=False`` skips memory."""
+    ``input_size``; ``runs=0`` skips runtime, ``memory=False`` skips memory. ``log`` gets one line before each
+    step saying what it measures (None: silent, no progress display)."""
     dev = torch.device(device)
     net = net.eval().to(dev)
     in_ch = next(m for m in net.modules() if isinstance(m, CONV_TYPES)).in_channels
     count_hw, input_hw = (int(count_size[0]), int(count_size[1])), (int(input_size[0]), int(input_size[1]))
+    label = name if form == '-' else f'{name} ({form})'
+    say = log or (lambda text: None)
+    say(f'{label}: counting MACs, activations and convs of one forward at {count_hw[0]}x{count_hw[1]}')
     macs, acts, convs = count_macs_activations(net, count_hw, in_ch)
     row = Efficiency(name=name, form=form, params=count_params(net), macs=macs, activations=acts, convs=convs,
                      input_size=input_hw, device=str(dev))
     x = torch.rand(1, in_ch, *input_size, device=dev)
     if memory:
+        say(f'{label}: peak memory of one forward at {input_hw[0]}x{input_hw[1]} on {dev}')
         row.memory_mb = measure_memory(net, x)
     if runs > 0:
-        row.runtime_ms, row.runtime_iqr_ms = measure_runtime(net, x, runs, warmup)
+        say(f'{label}: runtime, {warmup} warm-up + {runs} timed forwards at {input_hw[0]}x{input_hw[1]} on {dev}')
+        row.runtime_ms, row.runtime_iqr_ms = measure_runtime(net, x, runs, warmup,
+                                                             desc=f'{label} runtime' if log else None)
         row.runs = runs
     return row
 

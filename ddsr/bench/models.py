@@ -9,13 +9,13 @@ built as given (train form, for the efficiency table) and quality is measured on
 from dataclasses import dataclass, field
 from os import path as osp
 
-import yaml
 from torch import nn
 
 from ddsr import checkpoint
 from ddsr.archs.capabilities import capabilities_of
 from ddsr.archs.reparam import switch_to_deploy
 from ddsr.errors import DDSRError, UnknownTypeError
+from ddsr.option_file import load_options
 from ddsr.zoo import resolve_option_paths
 
 
@@ -68,10 +68,7 @@ def build_for_quality(spec: ModelSpec) -> nn.Module:
 
 def spec_from_option_file(path: str) -> ModelSpec:
     """ModelSpec of the ``network_g`` (and its pretrained weights) of a BasicSR option file."""
-    if not osp.isfile(path):
-        raise DDSRError(f'option file not found: {path}')
-    with open(path) as f:
-        opt = yaml.safe_load(f) or {}
+    opt = load_options(path)
     if 'network_g' not in opt:
         raise DDSRError(f'{path}: no network_g')
     paths = resolve_option_paths(opt).get('path') or {}  # ddsr://NAME -> the cached file
@@ -86,8 +83,7 @@ def specs_from_model_list(path: str, root: str | None = None) -> list[ModelSpec]
     or drop the weights)."""
     if not osp.isfile(path):
         raise DDSRError(f'model list not found: {path}')
-    with open(path) as f:
-        doc = yaml.safe_load(f) or {}
+    doc = load_options(path)
     root = osp.dirname(osp.abspath(path)) if root is None else root
     specs = []
     for idx, entry in enumerate(doc.get('models') or []):

@@ -9,7 +9,6 @@ import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import FileClient, imfrombytes, img2tensor, tensor2img
 from torch import nn
-from tqdm import tqdm
 
 from ddsr.archs.capabilities import capabilities_of
 from ddsr.archs.esa_upsample import tile_geometry
@@ -17,6 +16,7 @@ from ddsr.data.image_io import list_images, read_image
 from ddsr.data.lmdb_tools import read_meta_info
 from ddsr.deploy import tiling
 from ddsr.errors import DDSRError
+from ddsr.progress import track
 
 
 @dataclass
@@ -96,8 +96,8 @@ def evaluate(net: nn.Module, test_set: PairedSet, scale: int, device: str = 'cpu
     """Mean Y-PSNR / SSIM of ``net`` on ``test_set``: ``{'set', 'images', 'psnr', 'ssim'}``."""
     net = net.eval().to(device)
     psnrs, ssims = [], []
-    bar = tqdm(test_set.pairs(), total=len(test_set), desc=desc or test_set.name, unit='img', disable=not progress)
-    for key, gt, lq in bar:
+    pairs = track(test_set.pairs(), len(test_set), desc or test_set.name, 'img', every=15.0, disable=not progress)
+    for key, gt, lq in pairs:
         if lq.shape[0] * scale != gt.shape[0] or lq.shape[1] * scale != gt.shape[1]:
             raise DDSRError(f'test set {test_set.name}: {key} LQ {lq.shape[:2]} x{scale} != GT {gt.shape[:2]}')
         psnr, ssim = y_psnr_ssim(super_resolve(net, lq, scale, device, tile, tile_pad), gt, scale)

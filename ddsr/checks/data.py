@@ -6,7 +6,7 @@ from os import path as osp
 
 from ddsr.checks.networks import SHOWN, min_input_size, resolve
 from ddsr.data.demo import DEMO_ROOT
-from ddsr.data.lmdb_tools import read_meta_info
+from ddsr.data.lmdb_tools import LmdbError, LmdbReader, read_meta_info
 from ddsr.errors import DDSRError
 
 
@@ -50,7 +50,6 @@ def check_paths(path: str, opt: dict, root: str) -> None:
 def read_lmdb_meta(folder: str, label: str) -> dict[str, tuple[int, int] | None]:
     """``{key: (h, w)}`` of an LMDB's ``meta_info.txt`` (None for a names-only line: size unknown), after checking
     every listed key is stored."""
-    import lmdb
     meta = osp.join(folder, 'meta_info.txt')
     if not folder.rstrip('/').endswith('.lmdb'):
         raise DDSRError(f'{label}: {folder}: an LMDB folder name must end with .lmdb (BasicSR)')
@@ -62,13 +61,9 @@ def read_lmdb_meta(folder: str, label: str) -> dict[str, tuple[int, int] | None]
     if not entries:
         raise DDSRError(f'{label}: {meta} lists no images')
     try:
-        env = lmdb.open(folder, readonly=True, lock=False, readahead=False, meminit=False)
-        try:
-            with env.begin(write=False) as txn:
-                absent = [key for key, _ in entries if txn.get(key.encode('ascii', 'replace')) is None]
-        finally:
-            env.close()
-    except lmdb.Error as err:
+        with LmdbReader(folder) as reader:
+            absent = [key for key, _ in entries if reader.get(key) is None]
+    except LmdbError as err:
         raise DDSRError(f'{label}: LMDB {folder} cannot be opened: {err}') from None
     if absent:
         raise DDSRError(f'{label}: LMDB {folder}: {len(absent)} key(s) listed in meta_info.txt are not stored, '

@@ -3,6 +3,7 @@ import argparse
 import json
 
 from ddsr import zoo
+from ddsr.fileio import cache_root
 
 NAME = 'models'
 HELP = 'list the pretrained networks usable by name (--model NAME, ddsr://NAME); --fetch downloads them'
@@ -46,5 +47,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"    from: {row['source']}: {row['url']}")
         print(f"    sha256: {row['sha256']}")
         print(f"    file: {row['file']}")
-    print(f'cache: {zoo.cache_dir()} (DDSR_CACHE_DIR; mirror: DDSR_MODEL_MIRROR=URL fetches URL/<file name>)')
+    print(f'cache: {cache_root()} (DDSR_CACHE_DIR; mirror: DDSR_MODEL_MIRROR=URL or FOLDER serves '
+          '<upstream file name> or <model name>.pth; offline: ddsr models --add NAME FILE)')
     return 0

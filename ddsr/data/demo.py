@@ -10,7 +10,6 @@ The build goes to a temporary sibling folder and is renamed into place at the en
 never leaves a half-written data set; an existing complete build is kept (idempotent).
 """
 import os
-import shutil
 from collections.abc import Callable
 from os import path as osp
 
@@ -19,6 +18,7 @@ from skimage import data as skdata
 
 from ddsr.data.image_io import write_png
 from ddsr.data.lmdb_tools import bicubic_lr, folder_to_lmdb, modcrop, subimage_grid
+from ddsr.fileio import replace_dir, temp_dir
 
 DEMO_ROOT = osp.join('datasets', 'demo')
 SCALES = (2, 3, 4)
@@ -111,17 +111,12 @@ def _build_atomically(root: str, force: bool, write: Callable[[str], None]) -> s
     complete (skipped when already complete, unless ``force``); returns ``root``."""
     if is_built(root) and not force:
         return root
-    tmp = f'{root.rstrip(os.sep)}.tmp-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write(tmp)
-        open(osp.join(tmp, _COMPLETE), 'w').close()
-        if osp.exists(root):
-            shutil.rmtree(root)
-        os.makedirs(osp.dirname(osp.abspath(root)), exist_ok=True)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    dest = root.rstrip(os.sep)
+    with temp_dir(osp.dirname(osp.abspath(dest)), f'.{osp.basename(dest)}.tmp-') as tmp:
+        built = osp.join(tmp, osp.basename(dest))
+        write(built)
+        open(osp.join(built, _COMPLETE), 'w').close()
+        replace_dir(built, dest)
     return root
 
 

@@ -2,22 +2,27 @@
 
 LMDBs are written with ``basicsr.utils.lmdb_util.make_lmdb_from_imgs`` so BasicSR's ``io_backend: lmdb``
 reads them (``data.mdb``, ``lock.mdb``, ``meta_info.txt``; keys are file stems without extension).
+:class:`LmdbReader` is ddsr's one reader of an LMDB's entries (and this module the only one that opens LMDBs,
+``tests/test_layout.py``); :func:`read_meta_info` its one parser of ``meta_info.txt``.
 :func:`make_lmdbs` (``ddsr make-lmdb``) writes its own LMDBs in the same layout from images in memory (HR modcropped,
 LR generated or read, optionally cut into sub-images), verifies them and renames them into place.
 """
+from __future__ import annotations
+
 import os
-import shutil
-import tempfile
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from os import path as osp
+from typing import Any
 
 import cv2
 import lmdb
 import numpy as np
-from tqdm import tqdm
 
 from ddsr.data.image_io import IMAGE_EXTS, list_images, read_image
 from ddsr.errors import DDSRError
+from ddsr.fileio import replace_dir, temp_dir
+from ddsr.progress import track
 
 
 def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
@@ -121,6 +126,42 @@ def read_meta_info(lmdb_path: str, label: str = 'LMDB') -> list[tuple[str, tuple
     return [(parts[0].split('.')[0], _shape(parts[1]) if len(parts) > 1 else None) for parts in lines]
 
 
+class LmdbError(OSError):
+    """An LMDB that cannot be opened or read (the message is lmdb's)."""
+
+
+class LmdbReader:
+    """Read-only access to the entries of an LMDB folder, opened as BasicSR's LMDB backend opens it (no lock, no
+    readahead), so reading never writes next to the data. ``get(key)`` returns the stored bytes or None; ``len`` is
+    the number of entries. A context manager; lmdb's errors are raised as :class:`LmdbError`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
+        except lmdb.Error as err:
+            raise LmdbError(str(err)) from None
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            with self.env.begin(write=False) as txn:
+                return txn.get(key.encode('ascii', 'replace'))
+        except lmdb.Error as err:
+            raise LmdbError(str(err)) from None
+
+    def __len__(self) -> int:
+        return int(self.env.stat()['entries'])
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> LmdbReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def read_lmdb_images(lmdb_path: str) -> Iterator[tuple[str, np.ndarray]]:
     """(key, BGR uint8 image) of every entry in ``meta_info.txt`` order, read through BasicSR's LMDB backend."""
     from basicsr.utils import FileClient, imfrombytes  # basicsr: only when used (ddsr.registration)
@@ -202,9 +243,8 @@ def verify_lmdbs(paths: dict[str | int, str]) -> list[dict]:
     summary = []
     for which, path in paths.items():
         meta = dict(read_meta_info(path))
-        env = lmdb.open(path, readonly=True, lock=False)
-        entries = env.stat()['entries']
-        env.close()
+        with LmdbReader(path) as reader:
+            entries = len(reader)
         if entries != len(meta):
             raise DDSRError(f'{path}: {entries} entries but {len(meta)} lines in meta_info.txt')
         got = {}
@@ -256,24 +296,21 @@ def make_lmdbs(hr: str, out: str, scales: Sequence[int] = (2, 3, 4), lr_dirs: di
     if existing and not overwrite:
         raise DDSRError(f'{existing[0]} already exists (pass --overwrite to replace it)')
     mod = int(np.lcm.reduce(scales)) if mod is None else mod
-    os.makedirs(out, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.make-lmdb-', dir=out)
-    try:
+    with temp_dir(out, '.make-lmdb-') as tmp:
         tmp_paths = {which: osp.join(tmp, osp.basename(path)) for which, path in targets.items()}
         for which, path in tmp_paths.items():
             scale = None if which == 'HR' else int(which)
             lr_dir = lr_dirs.get(scale) if scale is not None else None
             items = _pair_items(hr, names, scale, lr_dir, mod, crop_size, step, thresh_size)
             total = len(names) if crop_size is None else None
-            bar = tqdm(items, desc=osp.basename(path), total=total, unit='img', disable=not progress)
-            write_lmdb(path, bar, compress_level)
+            unit = 'img' if crop_size is None else 'sub-image'
+            write_lmdb(path, track(items, total, osp.basename(path), unit, every=15.0, disable=not progress),
+                       compress_level)
+        if progress:
+            print(f'verifying {len(tmp_paths)} LMDBs (reading every image back)', file=sys.stderr, flush=True)
         summary = verify_lmdbs(tmp_paths)
         for which, path in targets.items():
-            if osp.exists(path):
-                shutil.rmtree(path)
-            os.replace(tmp_paths[which], path)
+            replace_dir(tmp_paths[which], path)
         for row, path in zip(summary, targets.values(), strict=False):
             row['path'] = path
         return summary
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -9,23 +9,22 @@ Location: ``$DDSR_CACHE_DIR/deploy`` if set, else ``$XDG_CACHE_HOME/ddsr/deploy`
 (backend, probe timings, the export's check) and ``model-<sha>.onnx``. Deleting the folder clears the cache.
 
 Concurrency and damage: every file is written to a temporary name in its folder and renamed into place
-(``os.replace``, atomic on POSIX and Windows), the ONNX file under its content hash, ``choice.json`` last. Two runs
-on an empty cache both probe and both write complete, equivalent entries (the last rename wins); a reader sees the
-old or the new file, never half of one. An entry that does not parse, lacks a field, was written for another key, or
-whose ONNX file is missing or differs from its recorded hash is reported as corrupt and rebuilt.
+(:func:`ddsr.fileio.atomic_write_bytes`: ``os.replace``, atomic on POSIX and Windows), the ONNX file under its
+content hash, ``choice.json`` last. Two runs on an empty cache both probe and both write complete, equivalent entries
+(the last rename wins); a reader sees the old or the new file, never half of one. An entry that does not parse, lacks
+a field, was written for another key, or whose ONNX file is missing or differs from its recorded hash is reported as
+corrupt and rebuilt.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ddsr.fileio import atomic_write_bytes, cache_root, sha256_bytes, sha256_file
+
 FORMAT = 1  # bump when choice.json's meaning changes
-ENV_ROOT = 'DDSR_CACHE_DIR'
 REQUIRED = ('key', 'backend', 'scale', 'min_size', 'multiple')
 
 
@@ -33,49 +32,18 @@ class CorruptEntry(Exception):
     """A cache entry that cannot be used as is (the caller rebuilds it)."""
 
 
-def cache_root() -> Path:
-    """Root of ddsr's caches (``$DDSR_CACHE_DIR``, ``$XDG_CACHE_HOME/ddsr``, ``~/.cache/ddsr``)."""
-    if os.environ.get(ENV_ROOT):
-        return Path(os.environ[ENV_ROOT]).expanduser()
-    xdg = os.environ.get('XDG_CACHE_HOME') or str(Path.home() / '.cache')
-    return Path(xdg).expanduser() / 'ddsr'
-
-
 def deploy_dir() -> Path:
     return cache_root() / 'deploy'
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def key_of(material: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of what the decision depends on."""
     text = json.dumps({'format': FORMAT, **material}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_bytes(text.encode())
 
 
 def entry_dir(key: str) -> Path:
     return deploy_dir() / key[:32]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_entry(key: str) -> dict | None:
@@ -94,7 +62,7 @@ def read_entry(key: str) -> dict | None:
         raise CorruptEntry(f'{path}: written for another key')
     if entry.get('onnx'):
         onnx = folder / str(entry['onnx'])
-        if not onnx.is_file() or file_sha256(onnx) != entry.get('onnx_sha256'):
+        if not onnx.is_file() or sha256_file(onnx) != entry.get('onnx_sha256'):
             raise CorruptEntry(f'{onnx}: missing or not the recorded file')
         entry['onnx_path'] = str(onnx)
     return entry
@@ -102,10 +70,10 @@ def read_entry(key: str) -> dict | None:
 
 def store_onnx(key: str, data: bytes) -> tuple[str, str]:
     """Store an ONNX model under its content hash in ``key``'s folder; ``(file name, sha256)``."""
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sha256_bytes(data)
     name = f'model-{sha[:16]}.onnx'
     target = entry_dir(key) / name
-    if not (target.is_file() and file_sha256(target) == sha):
+    if not (target.is_file() and sha256_file(target) == sha):
         atomic_write_bytes(target, data)
     return name, sha
 

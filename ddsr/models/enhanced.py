@@ -7,32 +7,29 @@ so an interrupted run never leaves a half-written target set.
 """
 import functools
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from os import path as osp
 
-import lmdb
 import numpy as np
 import torch
 from basicsr.utils import imfrombytes, img2tensor, tensor2img
 from torch import nn
-from tqdm import tqdm
 
 from ddsr.data.image_io import list_images, read_image, write_png
-from ddsr.data.lmdb_tools import folder_to_lmdb, read_meta_info
+from ddsr.data.lmdb_tools import LmdbReader, folder_to_lmdb, read_meta_info
 from ddsr.errors import DDSRError
+from ddsr.fileio import replace_dir, temp_dir
+from ddsr.progress import track
 
 
 def _lr_items(lq: str) -> list[tuple[str, Callable[[], np.ndarray]]]:
     """(output name, loader of the BGR float32 image) for every LR image of a folder or a BasicSR LMDB."""
     if lq.endswith('.lmdb'):
         keys = [key for key, _ in read_meta_info(lq, 'make-enhanced-hr --lq')]
-        env = lmdb.open(lq, readonly=True, lock=False, readahead=False)
+        reader = LmdbReader(lq)
 
-        def from_lmdb(key):
-            with env.begin(write=False) as txn:
-                return imfrombytes(txn.get(key.encode('ascii')), float32=True)
+        def from_lmdb(key: str) -> np.ndarray:
+            return imfrombytes(reader.get(key), float32=True)
 
         return [(f'{key}.png', functools.partial(from_lmdb, key)) for key in keys]
     if not osp.isdir(lq):
@@ -56,23 +53,16 @@ def make_enhanced_hr(net: nn.Module, lq: str, out: str, write_lmdb: bool = False
     targets = [out] + ([out + '.lmdb'] if write_lmdb else [])
     items = _lr_items(lq)
     net = net.to(device).eval()
-    parent = osp.dirname(osp.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.enhanced_tmp_', dir=parent)
-    try:
+    with temp_dir(osp.dirname(osp.abspath(out)), '.enhanced_tmp_') as tmp:
         tmp_folder = osp.join(tmp, 'png')
         os.makedirs(tmp_folder)
         names = []
-        for name, load in tqdm(items, desc='enhanced HR', unit='img', disable=not progress):
+        for name, load in track(items, desc='enhanced HR', unit='img', every=15.0, disable=not progress):
             img = img2tensor(load(), bgr2rgb=True, float32=True).unsqueeze(0).to(device)
             write_png(osp.join(tmp_folder, name), tensor2img(net(img).clamp_(0, 1), rgb2bgr=True))
             names.append(name)
         if write_lmdb:
             folder_to_lmdb(tmp_folder, osp.join(tmp, 'lmdb.lmdb'), names)
         for target, built in zip(targets, (tmp_folder, osp.join(tmp, 'lmdb.lmdb')), strict=False):
-            if osp.exists(target):
-                shutil.rmtree(target)
-            os.replace(built, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            replace_dir(built, target)
     return names
