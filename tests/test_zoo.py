@@ -15,7 +15,7 @@ import torch
 from ddsr import zoo
 from ddsr.errors import DDSRError
 from ddsr.fileio import sha256_file
-from tests.conftest import PRETRAINED, run_cli, write_options
+from tests.conftest import PRETRAINED, run_cli, run_cli_inprocess, write_options
 
 TINY = {'type': 'DIPNet', 'num_feat': 8, 'num_mid': 6, 'num_block': 1, 'esa_channels': 4, 'upscale': 2,
         'deploy': True}
@@ -236,6 +236,15 @@ def test_download_line_shows_byte_rates_once(capsys):
     assert lines[-1].startswith('DIPNet-x4: 3.0 MiB/3.0 MiB (100%), ')
     assert all(' B/s' not in line and 'B B' not in line for line in lines), lines
     assert all(re.search(r', \d+(\.\d)? (KiB|MiB|GiB|B)/s, ', line) for line in lines), lines
+
+
+def test_models_listing_describes_dipnet_as_its_paper_does(tmp_path, monkeypatch):
+    monkeypatch.setenv('DDSR_CACHE_DIR', str(tmp_path / 'cache'))
+    code, out, err = run_cli_inprocess(['models'], tmp_path)
+    assert code == 0, err
+    assert 'winner' not in out.lower()
+    assert 'from: Yu et al., DIPNet, fastest inference of all NTIRE 2023 efficient SR challenge entries' in out
+    assert 'ddsr models --add NAME FILE' in out and '<model name>.pth' in out
 
 
 def test_registry_entries_are_complete_and_match_the_official_files():
