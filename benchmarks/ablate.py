@@ -302,12 +302,12 @@ def dipnet_options(run: str, name: str, seed: int, prof: Profile, num_gpu: int, 
     # scratch: one schedule for every arm, 1e-3 halved at 3/4 of iters (DIPNet demo files: 450 of 600); finetune:
     # constant (issue 25's protocol)
     milestone = None if ft else max(1, round(it * 0.75))
-    if arm in ('prune', 'prune_gt', 'prune_enh'):  # start from the pruned network of the same seed
-        src = 'ft_prune' if ft else 'gt_deploy'
-        path = f'experiments/{exp[src]}/models/net_g_latest.pth'
+    if ft and arm in ('prune_gt', 'prune_enh'):  # the pruned network of the same seed (its widths from its file)
         from ddsr.checkpoint import checkpoint_arch
-        arch = checkpoint_arch((workdir or Path('.')) / path) if ft else None
-        student = dict(FT_STUDENT, mid_channels=list(arch['mid_channels'])) if arch else dict(STUDENT, deploy=True)
+        arch = checkpoint_arch((workdir or Path('.')) / f'experiments/{exp["ft_prune"]}/models/net_g_latest.pth')
+        student = dict(FT_STUDENT, mid_channels=list((arch or {})['mid_channels']))
+    elif run == 'prune':
+        student = dict(STUDENT, deploy=True)
     else:
         student = dict(FT_STUDENT) if ft else dict(STUDENT, deploy=arm == 'gt_deploy')
     kd_arm = arm.replace('prune_', '')

@@ -181,6 +181,23 @@ def test_finetune_and_chain_options(tmp_path):
         assert opt['network_g'] == ablate.FT_STUDENT and opt['manual_seed'] == 3
         assert opt['train']['optim_g']['lr'] == 1e-4 and opt['train']['scheduler']['milestones'] == [10 ** 9]
         assert opt['train']['total_iter'] == 200 and opt['datasets']['train']['meta_info_file'].endswith('_s3.txt')
+    pruning = ablate.dipnet_options('ft_prune', 'p', 0, ft, 0, kd, {})
+    assert pruning['model_type'] == 'PruneSRModel' and pruning['network_g'] == ablate.FT_STUDENT
+    assert pruning['path']['pretrain_network_g'] == str(ablate.FT_WEIGHTS) and pruning['path']['param_key_g'] is None
+    assert pruning['prune']['steps'] == 2 and pruning['train']['optim_g']['lr'] == 1e-4
+    # the arms after pruning start from the seed's pruned checkpoint, with its widths
+    from ddsr.archs.dipnet_arch import DIPNet
+    from ddsr.checkpoint import save_self_describing
+    pruned = DIPNet(mid_channels=[21, 21, 21, 20])
+    (tmp_path / 'experiments' / 'p' / 'models').mkdir(parents=True)
+    save_self_describing(tmp_path / 'experiments/p/models/net_g_latest.pth', pruned.state_dict(), pruned.config())
+    for arm in ('ft_prune_gt', 'ft_prune_enh'):
+        opt = ablate.dipnet_options(arm, arm, 0, ft, 0, kd, {'ft_prune': 'p'}, tmp_path)
+        assert opt['network_g'] == dict(ablate.FT_STUDENT, mid_channels=[21, 21, 21, 20])
+        assert opt['path']['pretrain_network_g'] == 'experiments/p/models/net_g_latest.pth'
+        assert opt['path']['param_key_g'] == 'params' and opt['train']['optim_g']['lr'] == 1e-4
+    assert ablate.dipnet_options('ft_prune_enh', 'x', 0, ft, 0, kd, {'ft_prune': 'p'}, tmp_path)['model_type'] == \
+        'DistillSRModel'
     sc = ablate.PROFILES['long']
     assert sc.iters >= 1500
 
