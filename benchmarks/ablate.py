@@ -657,6 +657,11 @@ def render(results_dir: Path) -> str:
              'the checkpoint at half the iterations of the same runs. Comparisons 6a/6b run '
              'options/demo/EDSRmini/*_x2.yml as they stand in the checkout that ran them (data, seed, batch and '
              'iterations from the harness).', '']
+    found = {p.stem[len('ablations_'):] for p in results_dir.glob('ablations_*.json')}
+    for profile in PROFILES:
+        if profile not in found:
+            parts += [f'## Profile `{profile}`', '', 'To be measured: no results yet (`python benchmarks/ablate.py '
+                      f'--profile {profile} --seeds 8`; see docs/ablations.md).', '']
     for path in sorted(results_dir.glob('ablations_*.json')):
         data = json.loads(path.read_text())
         rows = analyse(data)

@@ -18,8 +18,8 @@ from ddsr.bench.stats import mean_std, paired_interval, t_quantile
 from ddsr.data.demo import EVAL_PHOTOS, TRAIN_PHOTOS, VAL_PHOTOS
 from tests.conftest import PRETRAINED, REPO_ROOT
 
-SLOW = pytest.mark.skipif(not os.environ.get('DDSR_SLOW_TESTS'), reason='slow (about 15 min on an idle 2-core CPU, '
-                          'longer under load): run with DDSR_SLOW_TESTS=1')
+SLOW = pytest.mark.skipif(not os.environ.get('DDSR_SLOW_TESTS'), reason='slow (tens of minutes on a 2-core CPU: '
+                          '42 training runs and the teacher outputs): run with DDSR_SLOW_TESTS=1')
 
 
 def _ablate():
@@ -271,25 +271,26 @@ def test_harness_two_seeds_end_to_end(tmp_path, demo_root, monkeypatch):
 
 @pytest.mark.slow
 @SLOW
-@pytest.mark.parametrize('profile', ['finetune', 'scratch'])
-def test_every_comparison_runs_from_the_current_option_files(tmp_path, profile):
-    """Smoke test: every comparison of the profile (scratch also covers long: same arms and files), 2 seeds x 2
-    iterations, in an empty work folder (training tiles, eval split, demo set and teacher outputs built there) from
-    the option files as they stand; every run finishes and every comparison gets both budgets' intervals."""
+def test_every_comparison_runs_from_the_current_option_files(tmp_path):
+    """Smoke test: every comparison of the finetune and scratch profiles (long has scratch's arms and files), 2 seeds
+    x 2 iterations, in an empty work folder (training tiles, eval split, demo set and teacher outputs built there,
+    once for both profiles) from the option files as they stand; every run finishes and every comparison gets its
+    intervals at both budgets."""
     weights = Path(os.environ.get('DDSR_PRETRAINED_DIR') or PRETRAINED)
     if not all((weights / f).is_file() for f in ('DIPNet_x4.pth', 'DDistill-SRx4_inference.pth')):
         pytest.skip(f'official weights not in {weights} (set DDSR_PRETRAINED_DIR)')
     work, results = tmp_path / 'work', tmp_path / 'results'
     env = dict(os.environ, DDSR_PRETRAINED_DIR=str(weights))
-    cmd = [sys.executable, str(REPO_ROOT / 'benchmarks' / 'ablate.py'), '--profile', profile, '--seeds', '2',
-           '--iters', '2', '--eval-limit', '1', '--jobs', '2', '--nice', '0', '--teacher', 'pretrained',
-           '--workdir', str(work), '--results', str(results)]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads((results / f'ablations_{profile}-2.json').read_text())
-    assert data['failed'] == [] and data['meta']['harness'] == 2
     ablate = _ablate()
-    own = [c for c in ablate.COMPARISONS if c.kind == ablate.PROFILES[profile].kind]
-    rows = {(r['key'], r['budget']) for r in ablate.analyse(data)}
-    expected = {(c.key, b) for c in own for b in (('final', 'half') if c.half_budget else ('final',))}
-    assert rows == expected and all(r['n'] == 2 for r in ablate.analyse(data))
+    for profile in ('finetune', 'scratch'):
+        cmd = [sys.executable, str(REPO_ROOT / 'benchmarks' / 'ablate.py'), '--profile', profile, '--seeds', '2',
+               '--iters', '2', '--eval-limit', '1', '--jobs', '2', '--nice', '0', '--teacher', 'pretrained',
+               '--workdir', str(work), '--results', str(results)]
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=7200)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        data = json.loads((results / f'ablations_{profile}-2.json').read_text())
+        assert data['failed'] == [] and data['meta']['harness'] == 2
+        own = [c for c in ablate.COMPARISONS if c.kind == ablate.PROFILES[profile].kind]
+        rows = ablate.analyse(data)
+        expected = {(c.key, b) for c in own for b in (('final', 'half') if c.half_budget else ('final',))}
+        assert {(r['key'], r['budget']) for r in rows} == expected and all(r['n'] == 2 for r in rows)
