@@ -183,11 +183,12 @@ COST = {'chain_kd_compressed': 7, 'chain_kd_released': 5, 'enh_feat': 5, 'ft_enh
 
 # ------------------------------------------------------------------------------------------------------ data
 
-def build_train_tiles(workdir: Path, seeds: int) -> list[str]:
+def build_train_tiles(workdir: Path, seeds: int, limit: int | None = None) -> list[str]:
     """The training tiles (HR ``TILE`` x ``TILE``, step ``TILE_STEP``, of ddsr's demo training photographs; MATLAB
     bicubic LR x2 and x4) under ``workdir/TRAIN_ROOT`` (built once, atomically), and ``meta_info_s<seed>.txt`` for
-    seeds 0 .. ``seeds``-1: the tile names in an order drawn from ``numpy.random.default_rng(seed)``. Returns the
-    names in build order."""
+    seeds 0 .. ``seeds``-1: the tile names in an order drawn from ``numpy.random.default_rng(seed)``. ``limit``
+    (quick checks): only that many tiles, evenly spaced in build order, are used. Returns the names used, in build
+    order."""
     from ddsr.data.demo import TRAIN_PHOTOS
     from ddsr.data.image_io import write_png
     from ddsr.data.lmdb_tools import bicubic_lr, subimage_grid
@@ -211,11 +212,22 @@ def build_train_tiles(workdir: Path, seeds: int) -> list[str]:
         with contextlib.suppress(FileNotFoundError):  # another worker may have finished first
             os.rename(tmp, root)
     names = (root / 'meta_info.txt').read_text().split()
+    if limit:
+        names = names[::max(1, len(names) // limit)][:limit]
     for seed in range(seeds):
+        order = np.random.default_rng(seed).permutation(len(names))
+        text = ''.join(f'{names[i]}\n' for i in order)
         path = workdir / meta_info(seed)
-        if not path.is_file():
-            order = np.random.default_rng(seed).permutation(len(names))
-            path.write_text(''.join(f'{names[i]}\n' for i in order))
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+    lr_used = root / 'LR_used_X4'  # the LR tiles in use (links): the teacher's outputs are made for these only
+    if lr_used.is_dir() and sorted(p.name for p in lr_used.iterdir()) != sorted(names):
+        for link in lr_used.iterdir():
+            link.unlink()
+    lr_used.mkdir(exist_ok=True)
+    for name in names:
+        if not (lr_used / name).exists():
+            (lr_used / name).symlink_to(Path('..', 'LR_bicubic', 'X4', name))
     return names
 
 
@@ -455,7 +467,8 @@ class Harness:
             self.teacher_path = str(self.workdir / 'experiments/abl_teacher/models/net_g_latest.pth')
             self.teacher_label = f'EDSR nf64 nb8 trained here ({self.prof.teacher_iters} iterations, seed 0)'
         enhanced = self.workdir / 'enhanced_X4'
-        made_by = f'{self.teacher} {self.teacher_path} {train_lr(4)}'
+        lr_used = self.workdir / TRAIN_ROOT / 'LR_used_X4'
+        made_by = f'{self.teacher} {self.teacher_path} {sorted(p.name for p in lr_used.iterdir())}'
         marker = enhanced / '.made_by'
         if not (marker.is_file() and marker.read_text() == made_by):
             args = [f'{k}={v}' for k, v in self.teacher.items() if k != 'type']
@@ -464,7 +477,7 @@ class Harness:
             with open(self.workdir / 'logs' / 'enhanced_hr.log', 'a') as log:
                 subprocess.run([sys.executable, '-m', 'ddsr.cli', 'make-enhanced-hr', '--arch', self.teacher['type'],
                                 '--arch-args', *args, '--weights', self.teacher_path, '--param-key', 'params',
-                                '--lq', train_lr(4), '-o', str(enhanced), '--device', self.device],
+                                '--lq', str(lr_used), '-o', str(enhanced), '--device', self.device],
                                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env, check=True,
                                preexec_fn=lambda: os.nice(self.nice))
             marker.write_text(made_by)
@@ -675,7 +688,8 @@ def render(results_dir: Path) -> str:
                   f'- KD teacher: {meta.get("teacher", "?")}',
                   '- reference eval PSNRs: ' + ', '.join(f'{k} {v:.3f} dB' for k, v in
                                                            meta.get('reference', {}).items()),
-                  f'- seeds: {meta.get("seeds", "?")}; eval photographs: {meta.get("eval_images", "?")}', '']
+                  f'- seeds: {meta.get("seeds", "?")}; eval photographs: {meta.get("eval_images", "?")}'
+                  + (f'; training tiles: {meta["max_tiles"]} (a quick check)' if meta.get('max_tiles') else ''), '']
         if meta.get('harness', 1) < HARNESS_VERSION:
             parts += ['**Harness version 1** (before the seeded tile order): every seed saw the same tile order '
                       '(BasicSR\'s sampler shuffles with the epoch number) and the tiles were gt_size, so the '
@@ -783,6 +797,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='auto: the official DDistill-SR x4 weights when the pretrained folder has them, else '
                         'train an EDSR teacher; pretrained: stop if they are missing; train: always train one')
     parser.add_argument('--eval-limit', type=int, help='score on the first N eval photographs only (quick checks)')
+    parser.add_argument('--max-tiles', type=int, help='train on N of the tiles only (quick checks; at least the batch '
+                        'size)')
     parser.add_argument('--workdir', help='where option files, logs and experiments go (default '
                         'experiments/ablations/<profile>; kept)')
     parser.add_argument('--results', default=str(REPO / 'benchmarks' / 'results'),
@@ -811,6 +827,8 @@ def main(argv: list[str] | None = None) -> int:
     comps = [c for c in own if c.key in keys]
     if args.seeds < 1:
         parser.error('--seeds must be at least 1')
+    if args.max_tiles is not None and args.max_tiles < prof.batch:
+        parser.error(f'--max-tiles must be at least the batch size ({prof.batch})')
     variants = sorted({v for c in comps for v in (c.baseline, c.variant)}, key=lambda v: -COST[v])
     needs_teacher = bool(NEEDS_ENHANCED & set(variants))
     missing = [p for p, needed in ((FT_WEIGHTS, prof.kind == 'finetune'),
@@ -831,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     if not demo.exists():
         demo.symlink_to(Path(build_demo_data(str(REPO / 'datasets' / 'demo'))).resolve())
     build_eval_data(str(workdir / EVAL_DIR))
-    build_train_tiles(workdir, args.seeds)
+    build_train_tiles(workdir, args.seeds, args.max_tiles)
     torch.set_num_threads(1 if args.device == 'cpu' else torch.get_num_threads())
 
     results_path = results_dir / f'ablations_{profile}.json'
@@ -878,7 +896,8 @@ def main(argv: list[str] | None = None) -> int:
         'jobs': args.jobs, 'machine': f'{os.cpu_count()} CPU cores' + (
             f', {torch.cuda.get_device_name()}' if args.device == 'cuda' else ', no GPU'),
         'uptime_start': up0, 'uptime_end': _uptime(), 'wall_s': time.time() - start,
-        'eval_images': len(eval_pairs(workdir, 4, args.eval_limit)), 'teacher': h.teacher_label or '(not used)',
+        'eval_images': len(eval_pairs(workdir, 4, args.eval_limit)), 'max_tiles': args.max_tiles,
+        'teacher': h.teacher_label or '(not used)',
         'reference': reference_psnrs(h),
         'notes': data.get('meta', {}).get('notes', '')}
     data['failed'] = failed

@@ -133,7 +133,10 @@ def test_seeds_vary_data_order_and_crops_pairs_share_batches(tmp_path, monkeypat
     ablate = _ablate()
     _small_tiles(monkeypatch, ablate)
     names = ablate.build_train_tiles(tmp_path, 2)
-    assert len(names) == 16
+    assert len(names) == 16 and len(ablate.build_train_tiles(tmp_path, 2, 8)) == 8
+    assert len((tmp_path / ablate.meta_info(1)).read_text().split()) == 8
+    assert len(list((tmp_path / ablate.TRAIN_ROOT / 'LR_used_X4').iterdir())) == 8
+    names = ablate.build_train_tiles(tmp_path, 2)  # back to every tile
     monkeypatch.chdir(tmp_path)  # option paths are relative to the workdir (BasicSR's root)
     import cv2
     assert cv2.imread(str(tmp_path / ablate.TRAIN_HR / names[0])).shape == (144, 144, 3)  # > gt_size 96
@@ -273,9 +276,9 @@ def test_harness_two_seeds_end_to_end(tmp_path, demo_root, monkeypatch):
 @SLOW
 def test_every_comparison_runs_from_the_current_option_files(tmp_path):
     """Smoke test: every comparison of the finetune and scratch profiles (long has scratch's arms and files), 2 seeds
-    x 2 iterations, in an empty work folder (training tiles, eval split, demo set and teacher outputs built there,
-    once for both profiles) from the option files as they stand; every run finishes and every comparison gets its
-    intervals at both budgets."""
+    x 2 iterations on 16 training tiles, in an empty work folder (training tiles, eval split, demo set and teacher
+    outputs built there, once for both profiles) from the option files as they stand; every run finishes and every
+    comparison gets its intervals at both budgets."""
     weights = Path(os.environ.get('DDSR_PRETRAINED_DIR') or PRETRAINED)
     if not all((weights / f).is_file() for f in ('DIPNet_x4.pth', 'DDistill-SRx4_inference.pth')):
         pytest.skip(f'official weights not in {weights} (set DDSR_PRETRAINED_DIR)')
@@ -284,8 +287,8 @@ def test_every_comparison_runs_from_the_current_option_files(tmp_path):
     ablate = _ablate()
     for profile in ('finetune', 'scratch'):
         cmd = [sys.executable, str(REPO_ROOT / 'benchmarks' / 'ablate.py'), '--profile', profile, '--seeds', '2',
-               '--iters', '2', '--eval-limit', '1', '--jobs', '2', '--nice', '0', '--teacher', 'pretrained',
-               '--workdir', str(work), '--results', str(results)]
+               '--iters', '2', '--eval-limit', '1', '--max-tiles', '16', '--jobs', '2', '--nice', '0',
+               '--teacher', 'pretrained', '--workdir', str(work), '--results', str(results)]
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=7200)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         data = json.loads((results / f'ablations_{profile}-2.json').read_text())
