@@ -18,7 +18,7 @@ from ddsr.bench.stats import mean_std, paired_interval, t_quantile
 from ddsr.data.demo import EVAL_PHOTOS, TRAIN_PHOTOS, VAL_PHOTOS
 from tests.conftest import PRETRAINED, REPO_ROOT
 
-SLOW = pytest.mark.skipif(not os.environ.get('DDSR_SLOW_TESTS'), reason='slow (tens of minutes on a 2-core CPU: '
+SLOW = pytest.mark.skipif(not os.environ.get('DDSR_SLOW_TESTS'), reason='slow (several minutes on a 2-core CPU: '
                           '42 training runs and the teacher outputs): run with DDSR_SLOW_TESTS=1')
 
 
