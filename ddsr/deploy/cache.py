@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1  # bump when choice.json's meaning changes
+FORMAT = 2  # bump when choice.json's meaning changes (2: the network's description is stored)
 ENV_ROOT = 'DDSR_CACHE_DIR'
-REQUIRED = ('key', 'backend', 'scale', 'min_size', 'multiple')
+REQUIRED = ('key', 'backend', 'scale', 'min_size', 'multiple', 'network')
 
 
 class CorruptEntry(Exception):
@@ -117,3 +117,8 @@ def write_entry(key: str, entry: Mapping[str, Any]) -> Path:
     path = entry_dir(key) / 'choice.json'
     atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True, default=str).encode())
     return path
+
+
+def remove_entry(key: str) -> None:
+    """Forget the choice for ``key`` (its ``choice.json``; the ONNX file is kept and reused by the next probe)."""
+    (entry_dir(key) / 'choice.json').unlink(missing_ok=True)
