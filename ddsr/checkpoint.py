@@ -155,10 +155,9 @@ def save_self_describing(path: str | os.PathLike, params: Mapping[str, torch.Ten
 
 
 def arch_class(arch_type: str) -> type:
-    """The class registered under ``arch_type`` in BasicSR's ARCH registry (ddsr's archs included); ddsr's own archs
-    without importing basicsr (:func:`ddsr.archs.registry.arch_class`: inference never imports it)."""
-    from ddsr.archs.registry import arch_class as lookup
-    return lookup(arch_type)
+    """The class registered under ``arch_type`` in BasicSR's ARCH registry (ddsr's archs included)."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+    return ARCH_REGISTRY.get(arch_type)
 
 
 def build_network(arch: Mapping, **overrides: Any) -> nn.Module:

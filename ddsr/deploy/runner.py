@@ -13,8 +13,9 @@ Steps (each done once per command):
    timings, export, check and the network's description. ``--backend torch|onnxruntime`` forces a backend
    (``torch`` never touches the cache); CUDA runs PyTorch.
    **Check of a cached choice**: the chosen backend is timed once more on a :data:`PROBE_SIZE` px image (fastest
-   of 2 after a warm-up); when it is more than :data:`RECHECK_FACTOR` times slower than its record (the probe ran
-   while something else slowed one backend down), the network is probed again.
+   of 2 after a warm-up); when it is more than :data:`RECHECK_FACTOR` times (and :data:`RECHECK_MIN_MS`) slower
+   than its record and slower than the other backend's record (the probe ran while something else slowed one backend
+   down, so the choice may be wrong), the network is probed again and the new record replaces the old.
 3. **Images in flight**: with onnxruntime, a folder of 2 or more images whose first image has at most
    :data:`PARALLEL_MAX_AREA` LR px runs two images at once, each forward on half the threads (one session, two
    concurrent runs): small ops and the serial parts of one forward overlap the other's (measured at 480x270 on 2
@@ -52,6 +53,7 @@ PROBE_RUNS = 5  # timed runs per backend in a probe (the fastest counts; chosen 
 # A cached choice this many times slower than its record is probed again (chosen here: well above the idle
 # run-to-run spread of a few %, below the 4.5x swing seen under load in issue 26)
 RECHECK_FACTOR = 3.0
+RECHECK_MIN_MS = 50.0  # ... and at least this much slower (chosen here: below it, timer and warm-up noise of tiny nets)
 TILE_LINE_INTERVAL_S = 10.0  # a tiled image prints a tile progress line at most this often (chosen here)
 # Two images in flight only up to this LR area (px): each run holds its own activations, so larger images go one
 # at a time (chosen here: bounds the second run's extra memory, not measured at this size).
@@ -325,10 +327,11 @@ def make_plan(source: NetworkSource, settings: RunSettings, files: list[Path], n
         backend = 'onnxruntime'
     else:
         backend = 'torch' if tiled_esa else choose(entry, len(files), area, bool(settings.tile))
-        recorded = (entry.get('timings_ms') or {}).get(backend)
-        if how['source'] == 'cache' and recorded:
+        timings = entry.get('timings_ms') or {}
+        recorded, others = timings.get(backend), [v for k, v in timings.items() if k != backend]
+        if how['source'] == 'cache' and recorded and others:  # with one candidate a new probe changes nothing
             now = recheck_ms(entry, backend, source, settings)
-            if now > RECHECK_FACTOR * recorded:
+            if now > RECHECK_FACTOR * recorded and now - recorded >= RECHECK_MIN_MS and now > min(others):
                 COUNTERS['rechecked'] += 1
                 notify(f'ddsr: the cached choice {backend} took {now:.0f} ms, {now / recorded:.1f}x its record of '
                        f'{recorded:.0f} ms: probing again')

@@ -101,14 +101,14 @@ class NetworkSource:
 
     def build(self) -> nn.Module:
         """A new network of :attr:`arch` with the weights loaded (eval mode); one error line when it cannot be."""
-        from ddsr.checkpoint import build_network
+        from ddsr.archs.registry import arch_class  # not checkpoint.build_network: it imports basicsr
         arch = self.arch
         try:
-            net = build_network(arch)
+            cls = arch_class(str(arch['type']))
         except UnknownTypeError as err:
             raise UnknownTypeError(f'{self._where()}.type: {err}') from None
-        except DDSRError:
-            raise
+        try:
+            net = cls(**{k: v for k, v in arch.items() if k != 'type'})
         except Exception as err:  # noqa: B902  (any failure to build from these kwargs is a bad network option)
             kwargs = ', '.join(k for k in arch if k != 'type')
             raise DDSRError(f'{self._where()}: cannot build {arch["type"]}({kwargs}): {type(err).__name__}: {err}') \
