@@ -149,14 +149,14 @@ def probe_message(source: NetworkSource) -> str:
 def probe(source: NetworkSource, settings: RunSettings, key: str, notify: Notify = _quiet) -> tuple[dict, Any]:
     """Build, export, check and time the network; store the outcome under ``key``. ``(entry, net)``."""
     COUNTERS['probes'] += 1
-    notify(probe_message(source))
     torch_import_s = _import_torch()
     _set_threads(settings)
+    summary = source.summary  # the network loaded (a bad arch or file is one error line, before any message)
+    notify(describe_network(summary))
+    notify(probe_message(source))
     from ddsr.archs.esa_upsample import grid_stride
     from ddsr.deploy.backends import min_ms, to_inference_form, torch_upscaler
     from ddsr.deploy.export import export_onnx, natural_image, onnx_max_diff
-    summary = source.summary  # before the conversion to the inference form (its form is the checkpoint's)
-    notify(describe_network(summary))
     net = to_inference_form(source.network)
     up = torch_upscaler(net, 'cpu', channels_last=True)
     entry: dict[str, Any] = {'backend': 'torch', 'scale': up.scale, 'min_size': up.min_size,
