@@ -100,7 +100,7 @@ def collect_specs(args: argparse.Namespace) -> list[ModelSpec]:
     for name in args.model:
         from ddsr.deploy.source import from_model
         model = from_model(name)
-        specs.append(_checked(ModelSpec(name=zoo.lookup(name).name, network=dict(model.arch),
+        specs.append(_checked(ModelSpec(name=zoo.lookup(name).name, network=dict(model.given_arch or {}),
                                         weights=str(model.weights))))
     if args.models:
         for spec in specs_from_model_list(args.models, doc=model_list):
