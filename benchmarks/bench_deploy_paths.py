@@ -23,8 +23,8 @@ from torch import nn
 
 import ddsr  # noqa: F401  (compat + registration: before anything imports basicsr)
 from ddsr.checkpoint import load_state
+from ddsr.deploy.backends import onnx_upscaler, to_deploy
 from ddsr.deploy.export import export_onnx, natural_image
-from ddsr.deploy.inference import onnx_upscaler, to_deploy
 from ddsr.errors import DDSRError
 
 from basicsr.utils.registry import ARCH_REGISTRY  # isort: skip  (needs the compat patches of ddsr)

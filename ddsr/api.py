@@ -22,13 +22,26 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ddsr.deploy.backends import Upscaler
+from ddsr.deploy.pipeline import finish, prepare
+
+if TYPE_CHECKING:
+    from ddsr.deploy.source import NetworkSource
+
 _UNSET: Any = object()
+
+
+def upscale_array(up: Upscaler, img: np.ndarray, tile: int | None = None, overlap: int = 16,
+                  progress: Any = None) -> np.ndarray:
+    """Super-resolve a cv2 image (gray, BGR or BGRA; uint8 or uint16); same mode and bit depth out (the pixel
+    conversions of :mod:`ddsr.deploy.pipeline`, shared with ``ddsr upscale``'s folder pipeline)."""
+    return finish(up(torch.from_numpy(prepare(img)), tile, overlap, progress).numpy(), img)
 
 
 def _is_pil(image: Any) -> bool:
@@ -67,27 +80,26 @@ class ImageUpscaler:
     def from_pretrained(cls, name: str, quiet: bool = False, **kwargs: Any) -> ImageUpscaler:
         """A network of ``ddsr models`` by name, downloaded (and verified) on first use."""
         from ddsr import zoo
-        model = zoo.lookup(name)
-        path = zoo.fetch(model, quiet=quiet)
-        kwargs.setdefault('name', model.name)
-        return cls.from_file(path, arch=model.arch, **kwargs)
+        from ddsr.deploy.source import from_model
+        kwargs.setdefault('name', zoo.lookup(name).name)
+        return cls._of(from_model(name, quiet=quiet), **kwargs)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, arch: Mapping | None = None, param_key: str | None = 'params',
                   **kwargs: Any) -> ImageUpscaler:
         """A checkpoint: self-describing, a BasicSR ``params``/``params_ema`` file or a plain state dict; the
         network is recognised from the weights unless ``arch`` (``{'type': ..., **kwargs}``) is given."""
-        from ddsr.checkpoint import load_file
-        from ddsr.deploy.inference import load_checkpoint_network
-        from ddsr.detect import resolve_arch
+        from ddsr.deploy.source import from_weights
         from ddsr.errors import DDSRError
         path = str(path)
         if not os.path.isfile(path):
             raise DDSRError(f'weights not found: {path}')
-        resolved = resolve_arch(load_file(path, path), arch, param_key, path)
-        net, resolved = load_checkpoint_network(path, resolved, param_key)
         kwargs.setdefault('name', Path(path).name)
-        return cls(net, resolved, **kwargs)
+        return cls._of(from_weights(path, arch, param_key, label=path), **kwargs)
+
+    @classmethod
+    def _of(cls, source: NetworkSource, **kwargs: Any) -> ImageUpscaler:
+        return cls(source.network, source.arch, **kwargs)
 
     def _tensor(self, x: Tensor, tile: int | None, overlap: int) -> Tensor:
         return self.runner(x.float().cpu(), tile, overlap).clamp(0, 1)
@@ -109,7 +121,6 @@ class ImageUpscaler:
         raise TypeError(f'ImageUpscaler takes a PIL image, a numpy array or a tensor, not {type(image).__name__}')
 
     def _array(self, img: np.ndarray, tile: int | None, overlap: int) -> np.ndarray:
-        from ddsr.deploy.inference import upscale_array
         if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
             raise ValueError(f'expected an H x W, H x W x 3 or H x W x 4 image, got shape {img.shape}')
         if img.ndim == 3 and img.shape[2] == 1:
@@ -136,7 +147,6 @@ class ImageUpscaler:
                      tile_overlap: int | None = None) -> Path:
         """Read an image file, super-resolve it, write a PNG (same bit depth and mode) via a temporary file."""
         from ddsr.data.image_io import read_image, write_png
-        from ddsr.deploy.inference import upscale_array
         from ddsr.deploy.pipeline import PNG_LEVEL
         tile = self.tile if tile is _UNSET else tile
         overlap = self.tile_overlap if tile_overlap is None else tile_overlap

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ddsr.checkpoint import arch_class, is_state_dict, load_file, select_params, strip_module
+from ddsr.archs.registry import arch_class  # ddsr's archs without importing basicsr (inference never imports it)
+from ddsr.checkpoint import is_state_dict, load_file, select_params, strip_module
 from ddsr.errors import DDSRError
 
 State = Mapping[str, Tensor]

@@ -10,16 +10,10 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from ddsr.cli import ddsr_main
-from ddsr.commands.upscale import build_upscaler
+from ddsr.deploy.backends import onnx_upscaler, to_deploy, to_inference_form, torch_upscaler
 from ddsr.deploy.export import export_onnx, natural_image, stored_mask_sizes
-from ddsr.deploy.inference import (
-    auto_upscaler,
-    load_checkpoint_network,
-    onnx_upscaler,
-    to_deploy,
-    to_inference_form,
-    torch_upscaler,
-)
+from ddsr.deploy.runner import RunSettings, make_plan
+from ddsr.deploy.source import from_weights
 from tests.conftest import PRETRAINED
 
 DIPNET = PRETRAINED / 'DIPNet_x4.pth'
@@ -40,7 +34,7 @@ def edsrmini_ckpt(path: Path, upscale: int = 2) -> Path:
 def dipnet() -> torch.nn.Module:
     if not DIPNET.is_file():
         pytest.skip(f'official weights missing: {DIPNET}')
-    return load_checkpoint_network(str(DIPNET), {'type': 'DIPNet'})[0]
+    return from_weights(DIPNET, {'type': 'DIPNet'}).network
 
 
 def test_tiled_equals_whole_for_conv_net():
@@ -141,10 +135,9 @@ def onnx_cases():
     if DIPNET.is_file():
         cases.append(('DIPNet', dipnet))
     if DDISTILL.is_file():
-        cases.append(('DDistillSR', lambda: load_checkpoint_network(str(DDISTILL), {
-            'type': 'DDistillSR', 'deploy': True})[0]))
-        cases.append(('DDistillSR-folded', lambda: to_inference_form(load_checkpoint_network(str(DDISTILL), {
-            'type': 'DDistillSR', 'deploy': True})[0])))
+        cases.append(('DDistillSR', lambda: from_weights(DDISTILL, {'type': 'DDistillSR', 'deploy': True}).network))
+        cases.append(('DDistillSR-folded', lambda: to_inference_form(from_weights(DDISTILL, {
+            'type': 'DDistillSR', 'deploy': True}).network)))
     return cases
 
 
@@ -181,33 +174,45 @@ def test_folded_ddistill_export_takes_batch_one(tmp_path):
         assert (onnx_upscaler(str(tmp_path / 'ddistill.onnx'))(x) - net(x)).abs().max() <= 1e-4
 
 
-def test_auto_path_times_both_backends_and_swin_onnx_matches(tmp_path):
-    """The default CPU path times PyTorch and onnxruntime and keeps the faster (which one wins is a benchmark
-    figure, not asserted here: it depends on the machine's load); the SwinIRmini export works at any input size
-    (padded to the window) and matches PyTorch."""
+def one_image(folder: Path, h: int, w: int) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    path = folder / f'img_{h}x{w}.png'
+    rgb = natural_image(max(h, w))[0].permute(1, 2, 0).numpy()[:h, :w, ::-1]
+    assert cv2.imwrite(str(path), np.round(rgb * 255).astype(np.uint8))
+    return [path]
+
+
+def test_auto_path_times_both_backends_and_swin_onnx_matches(tmp_path, monkeypatch):
+    """The default CPU path (the one runtime, :func:`ddsr.deploy.runner.make_plan`) times PyTorch and onnxruntime
+    and keeps the faster (which one wins is a benchmark figure, not asserted here: it depends on the machine's
+    load); the SwinIRmini export works at any input size (padded to the window) and matches PyTorch."""
+    monkeypatch.setenv('DDSR_CACHE_DIR', str(tmp_path / 'cache'))
     torch.manual_seed(0)
     net = ARCH_REGISTRY.get('SwinIRmini')(upscale=2).eval()
-    up = auto_upscaler(net)
-    timings = up.info['timings_ms']
-    assert set(timings) == {'torch', 'onnxruntime'} and timings[up.info['backend']] == min(timings.values())
+    torch.save({'params': net.state_dict(), 'arch': net.config()}, tmp_path / 'swin.pth')
+    plan = make_plan(from_weights(tmp_path / 'swin.pth'), RunSettings(), one_image(tmp_path / 'in', 27, 45))
+    timings = plan.info['timings_ms']
+    assert set(timings) == {'torch', 'onnxruntime'} and timings[plan.info['backend']] == min(timings.values())
     x = natural_image(64)[..., :27, :45]
     with torch.no_grad():
-        assert (up(x) - torch_upscaler(net)(x)).abs().max() <= 1e-4
+        assert np.abs(plan.forward(x.numpy()) - torch_upscaler(net)(x).numpy()).max() <= 1e-4
     export_onnx(net, tmp_path / 'swin.onnx', size=16)
     assert (onnx_upscaler(str(tmp_path / 'swin.onnx'))(x) - torch_upscaler(net)(x)).abs().max() <= 1e-4
 
 
-def test_tiled_esa_net_upscale_uses_pytorch(tmp_path):
+def test_tiled_esa_net_upscale_uses_pytorch(tmp_path, monkeypatch):
     """--tile with an ESA net (DIPNet) takes the exact PyTorch tiling path; without --tile the timed auto choice."""
-    import argparse
+    monkeypatch.setenv('DDSR_CACHE_DIR', str(tmp_path / 'cache'))
     torch.manual_seed(0)
     net = ARCH_REGISTRY.get('DIPNet')(upscale=2)
     torch.save({'params': net.state_dict(), 'arch': net.config()}, tmp_path / 'dipnet.pth')
-    base = dict(onnx=None, opt=None, weights=str(tmp_path / 'dipnet.pth'), arch=None, arch_kwargs='{}',
-                param_key='params', device='cpu', backend='auto', channels_last=False, threads=None)
-    tiled = build_upscaler(argparse.Namespace(**base, tile=64))
-    assert tiled.info['backend'] == 'torch' and tiled.align == 6 and 'timings_ms' not in tiled.info
-    assert set(build_upscaler(argparse.Namespace(**base, tile=None)).info['timings_ms']) == {'torch', 'onnxruntime'}
+    files = one_image(tmp_path / 'in', 70, 90)
+    tiled = make_plan(from_weights(tmp_path / 'dipnet.pth'), RunSettings(tile=32, tile_overlap=24), files)
+    assert tiled.info['backend'] == 'torch'
+    whole = make_plan(from_weights(tmp_path / 'dipnet.pth'), RunSettings(), files)
+    assert set(whole.info['timings_ms']) == {'torch', 'onnxruntime'}
+    x = natural_image(90)[..., :70, :90].numpy()
+    assert np.abs(tiled.forward(x) - torch_upscaler(net)(torch.from_numpy(x)).numpy()).max() <= 1 / 255
 
 
 def test_swin_export_is_traced_off_the_stored_mask_size(tmp_path):
@@ -235,7 +240,7 @@ def test_export_command_train_form_to_deploy_and_onnx(tmp_path, capsys):
     assert diff <= 1e-4
     ckpt = torch.load(tmp_path / 'deploy.pth', weights_only=True)
     assert ckpt['arch']['deploy'] is True and set(ckpt) == {'params', 'arch'}
-    deploy, _ = load_checkpoint_network(str(tmp_path / 'deploy.pth'))
+    deploy = from_weights(tmp_path / 'deploy.pth').network
     assert deploy.state_dict().keys() == ARCH_REGISTRY.get('DIPNet')().state_dict().keys()
     assert sum(p.numel() for p in deploy.parameters()) == 243252
     x = natural_image(24)

@@ -151,8 +151,7 @@ def _calls(path: Path) -> set[str]:
 ONE_HOME = {
     'os.replace': {'ddsr.fileio'},
     'os.umask': {'ddsr.fileio'},
-    'hashlib.sha256': {'ddsr.fileio',
-                       'ddsr.deploy.runner'},  # left to the deploy restructuring of issue 22: call ddsr.fileio there
+    'hashlib.sha256': {'ddsr.fileio'},
     'env:XDG_CACHE_HOME': {'ddsr.fileio'},
     'lmdb.open': {'ddsr.data.lmdb_tools'},
     'yaml.load': {'ddsr.option_file'},

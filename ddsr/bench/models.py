@@ -16,7 +16,6 @@ from ddsr.archs.capabilities import capabilities_of
 from ddsr.archs.reparam import switch_to_deploy
 from ddsr.errors import DDSRError, UnknownTypeError
 from ddsr.option_file import load_options
-from ddsr.zoo import resolve_option_paths
 
 
 @dataclass
@@ -66,24 +65,28 @@ def build_for_quality(spec: ModelSpec) -> nn.Module:
     return net.eval()
 
 
-def spec_from_option_file(path: str) -> ModelSpec:
-    """ModelSpec of the ``network_g`` (and its pretrained weights) of a BasicSR option file."""
-    opt = load_options(path)
+def spec_from_option_file(path: str, opt: dict | None = None) -> ModelSpec:
+    """ModelSpec of the ``network_g`` (and its pretrained weights, if set) of a BasicSR option file; ``opt``: the
+    file already parsed (parsed here otherwise). The network's source is resolved by :mod:`ddsr.deploy.source`."""
+    from ddsr.deploy.source import from_options
+    if not osp.isfile(path):
+        raise DDSRError(f'option file not found: {path}')
+    opt = load_options(path) if opt is None else opt
     if 'network_g' not in opt:
         raise DDSRError(f'{path}: no network_g')
-    paths = resolve_option_paths(opt).get('path') or {}  # ddsr://NAME -> the cached file
-    return ModelSpec(name=opt.get('name', osp.splitext(osp.basename(path))[0]), network=opt['network_g'],
-                     weights=paths.get('pretrain_network_g'), param_key=paths.get('param_key_g', 'params'),
-                     strict=paths.get('strict_load_g', True), scale=opt.get('scale'))
+    source = from_options(path, opt, require_weights=False)  # ddsr://NAME -> the cached file
+    return ModelSpec(name=opt.get('name', osp.splitext(osp.basename(path))[0]), network=dict(source.arch),
+                     weights=str(source.weights) if source.weights else None, param_key=source.param_key or 'params',
+                     strict=source.strict, scale=source.scale_hint)
 
 
-def specs_from_model_list(path: str, root: str | None = None) -> list[ModelSpec]:
-    """ModelSpecs of a model list file; ``pretrain`` paths are relative to ``root`` (default: the file's folder).
-    Entries whose arch is not registered, or whose weights are missing, are kept with a note (callers skip them
-    or drop the weights)."""
+def specs_from_model_list(path: str, root: str | None = None, doc: dict | None = None) -> list[ModelSpec]:
+    """ModelSpecs of a model list file (``doc``: already parsed, else parsed here); ``pretrain`` paths are relative
+    to ``root`` (default: the file's folder). Entries whose arch is not registered, or whose weights are missing,
+    are kept with a note (callers skip them or drop the weights)."""
     if not osp.isfile(path):
         raise DDSRError(f'model list not found: {path}')
-    doc = load_options(path)
+    doc = load_options(path) if doc is None else doc
     root = osp.dirname(osp.abspath(path)) if root is None else root
     specs = []
     for idx, entry in enumerate(doc.get('models') or []):

@@ -80,30 +80,30 @@ def _spec_from_options(path: str) -> ModelSpec:
         raise DDSRError(f'{path}: path must be a mapping of keys')
     if opt.get('scale') is not None and not isinstance(opt['scale'], int):
         raise DDSRError(f'{path}: scale must be an integer, got {opt["scale"]!r}')
-    return _checked(spec_from_option_file(path))
+    return _checked(spec_from_option_file(path, opt))
 
 
 def collect_specs(args: argparse.Namespace) -> list[ModelSpec]:
     from ddsr.bench.models import ModelSpec, is_registered, specs_from_model_list
     from ddsr.option_file import load_options
-    if args.models:
-        load_options(args.models)  # exists and parses (one error line otherwise)
+    model_list = load_options(args.models) if args.models else None  # parsed once (one error line otherwise)
     specs = [_spec_from_options(path) for path in args.opt]
     network = flags.arch_from_args(args)
     if network or args.weights:
         if args.weights and not osp.isfile(args.weights):
             raise DDSRError(f'--weights not found: {args.weights}')
         if args.weights:  # without --arch: recognised from the checkpoint
-            from ddsr.checkpoint import load_file
-            from ddsr.detect import resolve_arch
-            network = resolve_arch(load_file(args.weights, '--weights'), network, 'params', args.weights)
+            from ddsr.deploy.source import from_weights
+            network = from_weights(args.weights, network).arch
         assert network is not None
         specs.append(_checked(ModelSpec(name=args.name or network['type'], network=network, weights=args.weights)))
     for name in args.model:
-        model = zoo.lookup(name)
-        specs.append(_checked(ModelSpec(name=model.name, network=dict(model.arch), weights=str(zoo.fetch(model)))))
+        from ddsr.deploy.source import from_model
+        model = from_model(name)
+        specs.append(_checked(ModelSpec(name=zoo.lookup(name).name, network=dict(model.given_arch or {}),
+                                        weights=str(model.weights))))
     if args.models:
-        for spec in specs_from_model_list(args.models):
+        for spec in specs_from_model_list(args.models, doc=model_list):
             if not is_registered(spec.network['type']):
                 print(f'skipped {spec.name}: arch {spec.network["type"]} is not registered')
                 continue

@@ -1,7 +1,7 @@
 """``ddsr export``: deploy checkpoint (fused, inference weights + arch) and/or ONNX model of a trained network."""
 import argparse
 
-from ddsr.commands.upscale import add_network_arguments, build_network_from_args
+from ddsr.commands.upscale import add_network_arguments, checked_options, source_from_args
 from ddsr.errors import DDSRError
 
 NAME = 'export'
@@ -20,7 +20,12 @@ def run(args: argparse.Namespace) -> int:
     from ddsr.deploy.export import export_checkpoint, export_onnx, onnx_max_diff
     if not args.out_pth and not args.out_onnx:
         raise DDSRError('nothing to write: give --out-pth and/or --out-onnx')
-    net, arch = build_network_from_args(args)
+    source = source_from_args(args, checked_options(args))
+    if source.check_fit and (source.given_arch is not None or isinstance(source.raw.get('arch'), dict)):
+        from ddsr.checks.networks import check_network  # a given or stored arch builds (one error line otherwise)
+        check_network(source.given_arch or source.raw['arch'],
+                      '--arch' if source.given_arch and source.label == '--weights' else f'{source.weights}: arch')
+    net, arch = source.network, source.arch
     if args.out_pth:
         ckpt = export_checkpoint(net, args.out_pth, arch, args.fold_bn)
         print(f"wrote {args.out_pth} (params: {len(ckpt['params'])} tensors; arch {ckpt['arch']})")

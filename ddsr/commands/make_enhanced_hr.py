@@ -1,8 +1,6 @@
 """``ddsr make-enhanced-hr``: write a teacher's outputs on a training LR set (enhanced-HR targets)."""
 import argparse
-import os
 
-from ddsr import zoo
 from ddsr.commands import add_arch, add_arch_kwargs, add_device, add_output, add_weights, arch_from_args
 from ddsr.errors import DDSRError
 
@@ -27,49 +25,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device(parser)
 
 
-def _teacher(args: argparse.Namespace) -> tuple[dict, str, str]:
-    from ddsr.option_file import load_options
+def _teacher(args: argparse.Namespace):
+    """The teacher's :class:`ddsr.deploy.source.NetworkSource`: ``-opt`` (``network_t`` + ``pretrain_network_t``,
+    else ``network_g``), ``--model`` or ``--weights`` [``--arch``]."""
+    from ddsr.deploy import source
     arch = arch_from_args(args)
     if args.opt:
+        from ddsr.option_file import load_options
         opt = load_options(args.opt)
-        net_key = 'network_t' if 'network_t' in opt else 'network_g'
-        suffix = net_key[len('network_'):]
-        paths = value if isinstance(value := opt.get('path'), dict) else {}
-        weights = paths.get(f'pretrain_network_{suffix}')
-        if not weights:
-            raise DDSRError(f'{args.opt}: path.pretrain_network_{suffix} is required')
-        if not zoo.is_model_ref(weights) and not os.path.isfile(weights):
-            raise DDSRError(f'{args.opt}: path.pretrain_network_{suffix}: checkpoint not found: {weights}')
-        return dict(opt[net_key]), zoo.resolve(weights), paths.get(f'param_key_{suffix}', 'params')
+        return source.from_options(args.opt, opt, net='t' if 'network_t' in opt else 'g')
     if args.model:
-        model = zoo.lookup(args.model)
-        return dict(model.arch), str(zoo.fetch(model)), 'params'
+        return source.from_model(args.model)
     if not args.weights:
         raise DDSRError('give the teacher: -opt OPTION.yml, --model NAME or --weights FILE [--arch TYPE]')
-    if not os.path.isfile(args.weights):
-        raise DDSRError(f'teacher weights not found: {args.weights}')
-    from ddsr.checkpoint import load_file
-    from ddsr.detect import resolve_arch
-    arch = resolve_arch(load_file(args.weights, 'teacher weights'), arch, args.param_key, args.weights)
-    return arch, args.weights, args.param_key
+    return source.from_weights(args.weights, arch, args.param_key, label='teacher weights')
 
 
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from ddsr.checkpoint import build_network, load_file, load_weights
     from ddsr.checks.networks import check_network
     from ddsr.models.enhanced import make_enhanced_hr
-    net_opt, weights, param_key = _teacher(args)
-    check_network(net_opt, 'teacher network')
-    if not isinstance(weights, str) or not os.path.isfile(weights):
-        raise DDSRError(f'teacher weights not found: {weights}')
-    load_file(weights, 'teacher weights')
-    try:
-        net = build_network(dict(net_opt))
-    except TypeError as err:
-        raise DDSRError(f'cannot build {net_opt.get("type")}: {err}') from None
-    load_weights(net, weights, param_key)
+    teacher = _teacher(args)
+    check_network(teacher.arch, 'teacher network')
+    net = teacher.network
     try:
         names = make_enhanced_hr(net, args.lq, args.output, write_lmdb=args.lmdb, device=args.device)
     except (AttributeError, cv2.error) as err:  # cv2 gives None for an undecodable image

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from ddsr import commands as flags
-from ddsr import zoo
 from ddsr.errors import DDSRError
 
 NAME = 'upscale'
@@ -59,47 +58,38 @@ def collect_inputs(pattern: str) -> list[Path]:
     return files
 
 
-def build_network_from_args(args: argparse.Namespace):
-    """``(net, arch)`` of ``-opt`` or ``--weights`` [``--arch``/``--arch-kwargs``/``--param-key``]."""
-    from ddsr.checkpoint import load_file
+def source_from_args(args: argparse.Namespace, options: dict | None = None):
+    """The :class:`ddsr.deploy.source.NetworkSource` of ``-opt`` (``options``: parsed and checked by the caller),
+    ``--model``, ``--weights`` [``--arch``/``--arch-kwargs``/``--param-key``] or ``--onnx``."""
+    from ddsr.deploy import source
+    onnx = getattr(args, 'onnx', None)
+    arch = None if onnx or args.opt else flags.arch_from_args(args)
+    return source.resolve(opt=args.opt, weights=args.weights, model=getattr(args, 'model', None), onnx=onnx,
+                          arch=arch, param_key=args.param_key, options=options)
+
+
+def checked_options(args: argparse.Namespace) -> dict | None:
+    """``-opt``'s option file, parsed once and checked as ``basicsr test`` would (``network_g`` builds); None
+    without ``-opt``."""
+    if not args.opt:
+        return None
     from ddsr.checks.networks import check_network
-    from ddsr.deploy.inference import load_checkpoint_network, load_option_network
     from ddsr.option_file import load_options
-    if args.opt:
-        opt = load_options(args.opt)
-        check_network(opt.get('network_g'), f'{args.opt}: network_g')
-        weights = (opt.get('path') or {}).get('pretrain_network_g') if isinstance(opt.get('path'), dict) else None
-        if isinstance(weights, str) and os.path.isfile(weights):
-            load_file(weights, f'{args.opt}: path.pretrain_network_g')
-        return load_option_network(args.opt)
-    arch = flags.arch_from_args(args)
-    weights = args.weights
-    if getattr(args, 'model', None):
-        model = zoo.lookup(args.model)
-        weights, arch = str(zoo.fetch(model)), arch or dict(model.arch)
-    if os.path.isfile(weights):
-        ckpt = load_file(weights, '--weights')
-        source = arch if arch else ckpt.get('arch')
-        if source is not None:
-            check_network(source, '--arch' if arch else f'{weights}: arch')
-        from ddsr.detect import resolve_arch
-        arch = resolve_arch(ckpt, arch, args.param_key, weights)  # recognised from the weights without --arch
-    return load_checkpoint_network(weights, arch, args.param_key)
+    opt = load_options(args.opt)
+    check_network(opt.get('network_g'), f'{args.opt}: network_g')
+    return opt
 
 
-def build_upscaler(args: argparse.Namespace):
-    """An uncached :class:`ddsr.deploy.backends.Upscaler` of ``args`` (``auto``: timed now, at every call)."""
-    from ddsr.archs.capabilities import capabilities_of
-    from ddsr.deploy.inference import auto_upscaler, onnx_upscaler, torch_upscaler
-    if args.onnx:
-        return onnx_upscaler(args.onnx, args.threads)
-    net = build_network_from_args(args)[0]
-    if args.backend == 'auto' and args.tile and capabilities_of(net).size.grid > 1:
-        # ESA nets tile exactly only in PyTorch (the tile's place in the image steers ESA's resize)
-        return torch_upscaler(net, args.device, channels_last=True)
-    if args.backend == 'auto':
-        return auto_upscaler(net, args.device, args.threads)
-    return torch_upscaler(net, args.device, args.channels_last)
+def settings_from_args(args: argparse.Namespace):
+    """The runtime's :class:`ddsr.deploy.runner.RunSettings` of the command line's flags."""
+    from ddsr.deploy.runner import RunSettings
+    return RunSettings(backend=args.backend, device=args.device, threads=args.threads, tile=args.tile,
+                       tile_overlap=args.tile_overlap, channels_last=args.channels_last)
+
+
+def notify(message: str) -> None:
+    """One message line on stderr (next to the progress lines), flushed at once."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,13 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from ddsr.deploy.pipeline import run_folder
     from ddsr.deploy.runner import describe, make_plan
     from ddsr.progress import progress
-    opt = None
-    if args.opt:  # parsed once; checked as `basicsr test` would (network_g builds), one error line otherwise
-        from ddsr.checks.networks import check_network
-        from ddsr.option_file import load_options
-        opt = load_options(args.opt)
-        check_network(opt.get('network_g'), f'{args.opt}: network_g')
-    plan = make_plan(args, None if args.onnx else flags.arch_from_args(args), files, opt)
+    plan = make_plan(source_from_args(args, checked_options(args)), settings_from_args(args), files, notify)
     out_dir.mkdir(parents=True, exist_ok=True)
     with progress(len(files), 'upscale', unit='img', file=sys.stderr, every=10) as bar:
         def on_image(src: Path, shape: tuple[int, ...]) -> None:

@@ -9,19 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ddsr.archs.capabilities import ESA_REQUIREMENTS, SizeRequirements, capabilities_of
+from ddsr.archs.capabilities import capabilities_of
 from ddsr.archs.esa_upsample import tile_geometry
 from ddsr.archs.reparam import switch_to_deploy
+from ddsr.deploy import onnx_runtime
+from ddsr.deploy.onnx_runtime import PROBE_SIDE, OnnxMeta
 from ddsr.deploy.tiling import tiled_forward
 from ddsr.errors import DDSRError
-
-PROBE_SIDE = 16  # side of the zeros image that measures a net's scale (raised to what the net accepts)
-# An ONNX model without ddsr's metadata: padded to the strictest minimum of the ddsr archs (ESA's 15 px).
-UNKNOWN_MIN_SIZE = ESA_REQUIREMENTS.min_size
 
 
 @dataclass
@@ -81,40 +78,29 @@ def torch_upscaler(net: nn.Module, device: str = 'cpu', channels_last: bool = Fa
                     tile_geometry if need.grid > 1 else None)
 
 
-def median_ms(fn: Callable[[], object], runs: int = 3) -> float:
-    """Median wall time of ``runs`` calls of ``fn`` after one warm-up call, in ms."""
+def min_ms(fn: Callable[[], object], runs: int = 3) -> float:
+    """Fastest wall time of ``runs`` calls of ``fn`` after one warm-up call, in ms. The minimum, not the median:
+    other processes on the machine only ever add time, so the fastest run is the best estimate of the network's
+    own cost (issues 26 and 28: one probe measured 919 ms once and 4184 ms another time under load)."""
     fn()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[len(times) // 2]
+    return min(times)
 
 
 def onnx_upscaler(path: str, threads: int | None = None) -> Upscaler:
-    """Upscaler of an ONNX model (written by ``ddsr export``) run by onnxruntime (optional dependency)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise DDSRError('--onnx needs onnxruntime: pip install onnxruntime') from None
+    """Upscaler of an ONNX model (written by ``ddsr export``) run by onnxruntime (optional dependency): the session
+    and the size metadata of :mod:`ddsr.deploy.onnx_runtime`, on tensors."""
     if not Path(path).is_file():
         raise DDSRError(f'ONNX model not found: {path}')
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
-    except Exception as err:  # onnxruntime raises its own (non-exported) exception types
-        raise DDSRError(f'{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})') from None
-    meta = session.get_modelmeta().custom_metadata_map
-    name = session.get_inputs()[0].name
+    sess = onnx_runtime.session(path, threads)
+    meta = onnx_runtime.read_meta(sess)
+    run = onnx_runtime.numpy_forward(sess, OnnxMeta(meta.scale, 1, 1))  # padded by the Upscaler (tensors)
 
     def forward(x: Tensor) -> Tensor:
-        return torch.from_numpy(session.run(None, {name: x.cpu().numpy().astype(np.float32)})[0])
+        return torch.from_numpy(run(x.cpu().numpy()))
 
-    need = SizeRequirements(int(meta.get('min_size', UNKNOWN_MIN_SIZE)), int(meta.get('multiple', 1)))
-    scale = int(meta['scale']) if 'scale' in meta else probe_scale(forward, need.fit(PROBE_SIDE))
-    return Upscaler(forward, scale, need.min_size, need.multiple, {'backend': 'onnxruntime'})
-
-
+    return Upscaler(forward, meta.scale, meta.min_size, meta.multiple, {'backend': 'onnxruntime'})

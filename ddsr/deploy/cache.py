@@ -24,8 +24,8 @@ from typing import Any
 
 from ddsr.fileio import atomic_write_bytes, cache_root, sha256_bytes, sha256_file
 
-FORMAT = 1  # bump when choice.json's meaning changes
-REQUIRED = ('key', 'backend', 'scale', 'min_size', 'multiple')
+FORMAT = 2  # bump when choice.json's meaning changes (2: the network's description is stored)
+REQUIRED = ('key', 'backend', 'scale', 'min_size', 'multiple', 'network')
 
 
 class CorruptEntry(Exception):
@@ -85,3 +85,8 @@ def write_entry(key: str, entry: Mapping[str, Any]) -> Path:
     path = entry_dir(key) / 'choice.json'
     atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True, default=str).encode())
     return path
+
+
+def remove_entry(key: str) -> None:
+    """Forget the choice for ``key`` (its ``choice.json``; the ONNX file is kept and reused by the next probe)."""
+    (entry_dir(key) / 'choice.json').unlink(missing_ok=True)

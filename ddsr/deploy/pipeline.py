@@ -6,7 +6,7 @@ it (``cv2.imwrite``). OpenCV and NumPy release the GIL in these calls, so on a 2
 behind the forward instead of adding to it. Queues hold at most 2 items per stage (bounded memory). Errors of one
 image (unreadable file, failed write) are collected per file; the rest go on.
 
-Pixel conversions equal :func:`ddsr.deploy.inference.upscale_array` bit for bit (same NumPy operations): gray
+Pixel conversions equal :func:`ddsr.api.upscale_array` bit for bit (same NumPy operations): gray
 runs as 3 equal channels and its output is their mean; alpha is upscaled by bicubic interpolation; 8/16-bit in and
 out, rounded.
 

@@ -2,15 +2,20 @@
 
 Steps (each done once per command):
 
-1. **Source** (:func:`read_source`, no torch): the checkpoint's bytes are read once (the command parses and checks
-   an option file once);
-   the cache key is their content hash + arch config + threads + device + library versions + ddsr's arch sources.
-2. **Cache** (:mod:`ddsr.deploy.cache`): on a hit the stored choice is used at once. On a miss (or a corrupt entry)
-   :func:`probe` builds the network (one ``torch.load`` of the bytes already read, one build), exports it to ONNX,
-   checks the export against PyTorch on a natural crop (max abs diff <= :data:`ONNX_TOL`), times PyTorch
-   ``inference_mode`` + ``channels_last`` and onnxruntime on a natural :data:`PROBE_SIZE` px image (median of 3
-   after a warm-up) and stores timings, export and check. ``--backend torch|onnxruntime`` forces a backend
+1. **Source** (:mod:`ddsr.deploy.source`, no torch): the checkpoint's bytes are read once (an option file is
+   parsed once); the cache key is their content hash + arch config + threads + device + library versions + ddsr's
+   arch sources.
+2. **Cache** (:mod:`ddsr.deploy.cache`): on a hit the stored choice is used at once, after one check (below). On a
+   miss (or a corrupt entry) :func:`probe` says so in one line, builds the network (one ``torch.load`` of the bytes
+   already read, one build), exports it to ONNX, checks the export against PyTorch on a natural crop (max abs diff
+   <= :data:`ONNX_TOL`), times PyTorch ``inference_mode`` + ``channels_last`` and onnxruntime on a natural
+   :data:`PROBE_SIZE` px image (the fastest of :data:`PROBE_RUNS` after a warm-up: load only adds time) and stores
+   timings, export, check and the network's description. ``--backend torch|onnxruntime`` forces a backend
    (``torch`` never touches the cache); CUDA runs PyTorch.
+   **Check of a cached choice**: the chosen backend is timed once more on a :data:`PROBE_SIZE` px image (fastest
+   of 2 after a warm-up); when it is more than :data:`RECHECK_FACTOR` times (and :data:`RECHECK_MIN_MS`) slower
+   than its record and slower than the other backend's record (the probe ran while something else slowed one backend
+   down, so the choice may be wrong), the network is probed again and the new record replaces the old.
 3. **Images in flight**: with onnxruntime, a folder of 2 or more images whose first image has at most
    :data:`PARALLEL_MAX_AREA` LR px runs two images at once, each forward on half the threads (one session, two
    concurrent runs): small ops and the serial parts of one forward overlap the other's (measured at 480x270 on 2
@@ -23,47 +28,63 @@ Steps (each done once per command):
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import os
 import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ddsr import zoo
-from ddsr.deploy import cache
+from ddsr.deploy import cache, onnx_runtime
+from ddsr.deploy.onnx_runtime import PROBE_SIDE
+from ddsr.deploy.source import NetworkSource
+from ddsr.deploy.source import describe as describe_network
 from ddsr.errors import DDSRError
+from ddsr.fileio import sha256_bytes
 
 PROBE_SIZE = 96  # side of the natural probe image (px, LR)
+PROBE_RUNS = 5  # timed runs per backend in a probe (the fastest counts; chosen here: ~0.5 s per backend idle)
+# A cached choice this many times slower than its record is probed again (chosen here: well above the idle
+# run-to-run spread of a few %, below the 4.5x swing seen under load in issue 26)
+RECHECK_FACTOR = 3.0
+RECHECK_MIN_MS = 50.0  # ... and at least this much slower (chosen here: below it, timer and warm-up noise of tiny nets)
+TILE_LINE_INTERVAL_S = 10.0  # a tiled image prints a tile progress line at most this often (chosen here)
 # Two images in flight only up to this LR area (px): each run holds its own activations, so larger images go one
 # at a time (chosen here: bounds the second run's extra memory, not measured at this size).
 PARALLEL_MAX_AREA = 1_000_000
 ONNX_TOL = 1e-4  # max |ONNX - PyTorch| accepted for the export (float32 on [0, 1] images)
-COUNTERS = {'probes': 0, 'cache_hits': 0, 'rebuilt': 0}  # this process (tests)
+COUNTERS = {'probes': 0, 'cache_hits': 0, 'rebuilt': 0, 'rechecked': 0}  # this process (tests)
 NpForward = Callable[[np.ndarray], np.ndarray]
+Notify = Callable[[str], None]
 
 
-@dataclass
-class Source:
-    """A network to run, as given on the command line, with its checkpoint's bytes (read once)."""
-    label: str
-    weights: Path
-    data: bytes
-    arch: dict | None  # given arch (``--arch`` / ``network_g``); None: the checkpoint's own ``arch`` entry
-    param_key: str = 'params'
-    strict: bool = True
-    sha256: str = field(init=False)
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run a network (plain values: the command line's flags, or ImageUpscaler's arguments).
 
-    def __post_init__(self) -> None:
-        self.sha256 = hashlib.sha256(self.data).hexdigest()
+    Attributes:
+        backend: ``auto`` (probed once, cached), ``torch`` or ``onnxruntime``.
+        device: ``cpu`` or a CUDA device (PyTorch).
+        threads: CPU threads (None: the libraries' default).
+        tile: Tile side in LR px (None: whole images); tile_overlap: context per tile side.
+        channels_last: ``torch`` backend: channels_last memory format (``auto`` always uses it).
+    """
+    backend: str = 'auto'
+    device: str = 'cpu'
+    threads: int | None = None
+    tile: int | None = None
+    tile_overlap: int = 16
+    channels_last: bool = False
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 @dataclass
@@ -75,77 +96,11 @@ class Plan:
     workers: int = 1  # images in flight (step 3 of the module docstring)
 
 
-def read_source(args: argparse.Namespace, arch: dict | None, opt: dict | None = None) -> Source:
-    """The network source of ``-opt`` (``opt``: the option file, parsed and checked by the command) or ``--weights``
-    (``arch``: of ``--arch``/``--arch-kwargs``; ``--param-key``)."""
-    if args.opt:
-        opt = opt or {}
-        arch = opt.get('network_g')
-        if not isinstance(arch, dict) or not isinstance(arch.get('type'), str):
-            raise DDSRError(f'{args.opt}: network_g: expected a mapping with "type:" and the arch kwargs, got {arch!r}')
-        paths: dict = opt['path'] if isinstance(opt.get('path'), dict) else {}
-        weights = paths.get('pretrain_network_g')
-        if not weights:
-            raise DDSRError(f'{args.opt}: path.pretrain_network_g is not set')
-        weights = zoo.resolve(weights) if zoo.is_model_ref(weights) else weights  # ddsr://NAME
-        label, param_key, strict = f'{args.opt}: path.pretrain_network_g', paths.get('param_key_g', 'params'), \
-            paths.get('strict_load_g', True) is not False
-        if param_key is not None and not isinstance(param_key, str):
-            raise DDSRError(f'{args.opt}: path.param_key_g must be a name (params, params_ema), got {param_key!r}')
-    elif getattr(args, 'model', None):  # --model NAME: the zoo's file (downloaded on first use) and its arch
-        model = zoo.lookup(args.model)
-        weights, label, param_key, strict = str(zoo.fetch(model)), f'--model {args.model}', args.param_key, True
-        arch = arch or dict(model.arch)
-    else:
-        weights, label, param_key, strict = args.weights, '--weights', args.param_key, True
-    path = Path(str(weights))
-    if not path.is_file():
-        raise DDSRError(f'{label}: file not found: {weights}')
-    return Source(label, path, path.read_bytes(), dict(arch) if arch else None, param_key, strict)
-
-
-def load_network(source: Source):
-    """``(net, arch)``: one ``torch.load`` of the bytes read, one build, the weights loaded; eval mode."""
-    from ddsr import checkpoint
-    from ddsr.archs.registry import arch_class
-    from ddsr.errors import UnknownTypeError
-    raw = checkpoint.load_file(source.weights, source.label, data=source.data)
-    arch, where = source.arch, ('--arch' if source.label == '--weights' else source.label.split(':')[0] + ': network_g')
-    if ': path.' not in source.label:  # --weights / --model (an option file names its network_g)
-        # the arch given, else the checkpoint's own, else recognised from keys and shapes; a given arch that the
-        # weights do not fit while they fit another form is one error line
-        from ddsr.detect import resolve_arch
-        if arch is None:
-            where = f'{source.weights}: arch'
-        arch = resolve_arch(raw, arch, source.param_key, str(source.weights))
-    if arch is None:
-        raise DDSRError(f'{source.label}: no network (network_g) to load {source.weights} into')
-    kwargs = {k: v for k, v in arch.items() if k != 'type'}
-    try:
-        cls = arch_class(str(arch['type']))
-    except UnknownTypeError as err:
-        raise UnknownTypeError(f'{where}.type: {err}') from None
-    try:
-        net = cls(**kwargs)
-    except Exception as err:  # noqa: B902  (any failure to build from these kwargs is a bad network option)
-        raise DDSRError(f'{where}: cannot build {cls.__name__}({", ".join(map(str, kwargs))}): '
-                        f'{type(err).__name__}: {err}') from None
-    state = checkpoint.select_params(raw, source.param_key, str(source.weights), source.label)
-    try:
-        net.load_state_dict(state, strict=source.strict)
-    except RuntimeError as err:
-        raise DDSRError(f'{source.label}: {source.weights} does not fit {arch["type"]} (strict_load {source.strict}): '
-                        f'{" ".join(str(err).split())[:300]}') from None
-    return net.eval(), dict(arch)
-
-
 def _arch_sources_sha() -> str:
     """Hash of ddsr's network code (an edited arch invalidates cached exports)."""
-    digest = hashlib.sha256()
     folder = Path(__file__).resolve().parents[1] / 'archs'
-    for path in sorted(folder.glob('*.py')):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
+    return sha256_bytes(b''.join(str(path.relative_to(folder)).encode() + path.read_bytes()
+                                 for path in sorted(folder.rglob('*.py'))))
 
 
 def _version(name: str) -> str | None:
@@ -155,44 +110,13 @@ def _version(name: str) -> str | None:
         return None
 
 
-def key_material(source: Source, args: argparse.Namespace) -> dict[str, Any]:
+def key_material(source: NetworkSource, settings: RunSettings) -> dict[str, Any]:
     from ddsr import __version__
-    return {'weights_sha256': source.sha256, 'arch': source.arch, 'param_key': source.param_key,
-            'strict': source.strict, 'threads': args.threads or f'default/{os.cpu_count()}', 'device': args.device,
-            'machine': platform.machine(), 'python': platform.python_version(),
+    return {'weights_sha256': source.sha256, 'arch': source.given_arch, 'param_key': source.param_key,
+            'strict': source.strict, 'threads': settings.threads or f'default/{os.cpu_count()}',
+            'device': settings.device, 'machine': platform.machine(), 'python': platform.python_version(),
             'versions': {name: _version(name) for name in ('torch', 'onnxruntime', 'onnx', 'numpy')},
             'ddsr': __version__, 'ddsr_archs': _arch_sources_sha()}
-
-
-def ort_session(path: str, threads: int | None):
-    """An onnxruntime CPU session of ``path`` (``threads`` intra-op threads; default: onnxruntime's)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise DDSRError('onnxruntime is not installed: pip install onnxruntime') from None
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
-    except Exception as err:  # onnxruntime raises its own (non-exported) exception types
-        raise DDSRError(f'{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})') from None
-
-
-def numpy_ort_forward(session, scale: int, min_size: int, multiple: int) -> NpForward:
-    """Whole-image forward with onnxruntime on NumPy arrays, padded as :func:`ddsr.deploy.tiling.padded_forward`
-    pads (bottom/right: reflect where the image is large enough, else replicate) and cropped back."""
-    name = session.get_inputs()[0].name
-
-    def forward(x: np.ndarray) -> np.ndarray:
-        h, w = x.shape[-2:]
-        ph = max(min_size - h, 0) + (-(max(h, min_size))) % multiple
-        pw = max(min_size - w, 0) + (-(max(w, min_size))) % multiple
-        if ph or pw:
-            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode='reflect' if ph < h and pw < w else 'edge')
-        return session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0][..., :h * scale, :w * scale]
-
-    return forward
 
 
 def _import_torch() -> float | None:
@@ -204,36 +128,52 @@ def _import_torch() -> float | None:
     return time.perf_counter() - start
 
 
-def probe(source: Source, args: argparse.Namespace, key: str):
+def _set_threads(settings: RunSettings) -> None:
+    if settings.threads:
+        import torch
+        torch.set_num_threads(settings.threads)
+
+
+def _ort_forward(path: str, entry: dict, threads: int | None) -> NpForward:
+    """The whole-image onnxruntime forward of a cached export (size metadata from the cache entry)."""
+    return onnx_runtime.numpy_forward(onnx_runtime.session(path, threads), _entry_meta(entry))
+
+
+def probe_message(source: NetworkSource) -> str:
+    return (f'ddsr: choosing a backend for {source.label} {source.weights} on this machine (once, cached): '
+            'exporting to ONNX, then timing PyTorch and onnxruntime ...')
+
+
+def probe(source: NetworkSource, settings: RunSettings, key: str, notify: Notify = _quiet) -> tuple[dict, Any]:
     """Build, export, check and time the network; store the outcome under ``key``. ``(entry, net)``."""
     COUNTERS['probes'] += 1
     torch_import_s = _import_torch()
-    import torch
-
+    _set_threads(settings)
+    summary = source.summary  # the network loaded (a bad arch or file is one error line, before any message)
+    notify(describe_network(summary))
+    notify(probe_message(source))
     from ddsr.archs.esa_upsample import grid_stride
-    from ddsr.deploy.backends import PROBE_SIDE, median_ms, to_inference_form, torch_upscaler
+    from ddsr.deploy.backends import min_ms, to_inference_form, torch_upscaler
     from ddsr.deploy.export import export_onnx, natural_image, onnx_max_diff
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    net = to_inference_form(load_network(source)[0])
+    net = to_inference_form(source.network)
     up = torch_upscaler(net, 'cpu', channels_last=True)
     entry: dict[str, Any] = {'backend': 'torch', 'scale': up.scale, 'min_size': up.min_size,
                              'multiple': up.multiple, 'align': grid_stride(net), 'probe': PROBE_SIZE,
-                             'torch_import_s': torch_import_s, 'onnx': None, 'material': key_material(source, args)}
+                             'torch_import_s': torch_import_s, 'onnx': None, 'network': summary,
+                             'material': key_material(source, settings)}
     x = natural_image(PROBE_SIZE)
-    timings = {'torch': median_ms(lambda: up(x))}
+    timings = {'torch': min_ms(lambda: up(x), PROBE_RUNS)}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / 'model.onnx'
-            export_onnx(net, path, size=PROBE_SIDE)  # sizes as ddsr.deploy.inference.auto_upscaler
+            export_onnx(net, path, size=PROBE_SIDE)
             diff = onnx_max_diff(net, path, size=PROBE_SIDE + 8)
             if diff <= ONNX_TOL:
                 entry['onnx'], entry['onnx_sha256'] = cache.store_onnx(key, path.read_bytes())
                 entry['onnx_max_diff'] = diff
-                session = ort_session(str(cache.entry_dir(key) / entry['onnx']), args.threads)
-                fwd = numpy_ort_forward(session, up.scale, up.min_size, up.multiple)
+                fwd = _ort_forward(str(cache.entry_dir(key) / entry['onnx']), entry, settings.threads)
                 xn = x.numpy()
-                timings['onnxruntime'] = median_ms(lambda: fwd(xn))
+                timings['onnxruntime'] = min_ms(lambda: fwd(xn), PROBE_RUNS)
             else:
                 entry['onnx_rejected'] = f'max |ONNX - PyTorch| {diff:.2e} > {ONNX_TOL}'
     except (DDSRError, ImportError, RuntimeError) as err:  # export/runtime trouble: the PyTorch path is always right
@@ -243,6 +183,23 @@ def probe(source: Source, args: argparse.Namespace, key: str):
     cache.write_entry(key, entry)
     entry = cache.read_entry(key) or entry  # resolves onnx_path
     return entry, net
+
+
+def recheck_ms(entry: dict, backend: str, source: NetworkSource, settings: RunSettings) -> float:
+    """The cached choice ``backend`` timed now at the probe size (fastest of 2 after a warm-up), in ms. A synthetic
+    image (no torch, no image decoding on the onnxruntime path): these networks' cost does not depend on content."""
+    from ddsr.deploy.backends import min_ms
+    x = np.random.default_rng(0).random((1, 3, PROBE_SIZE, PROBE_SIZE), dtype=np.float32)
+    if backend == 'onnxruntime':
+        fwd = _ort_forward(entry['onnx_path'], entry, settings.threads)
+        return min_ms(lambda: fwd(x), 2)
+    _set_threads(settings)
+    import torch
+
+    from ddsr.deploy.backends import torch_upscaler
+    up = torch_upscaler(source.network, 'cpu', channels_last=True)
+    xt = torch.from_numpy(x)
+    return min_ms(lambda: up(xt), 2)
 
 
 def _first_area(files: list[Path]) -> int | None:
@@ -268,18 +225,32 @@ def choose(entry: dict, n_images: int, area: int | None, tiled: bool) -> str:
     return min(cost, key=lambda k: cost[k])
 
 
-def _torch_plan(net, args: argparse.Namespace, info: dict) -> Plan:
+def _tiled(up: Any, settings: RunSettings) -> NpForward:
+    """Tiled forward of an Upscaler on NumPy arrays; an image of several tiles shows tile progress (plain lines off a
+    terminal, :mod:`ddsr.progress`)."""
     import torch
 
-    from ddsr.deploy.backends import torch_upscaler
-    channels_last = args.backend == 'auto' or args.channels_last
-    up = torch_upscaler(net, args.device, channels_last=channels_last)
-    tile, overlap = args.tile, args.tile_overlap
+    from ddsr.deploy.tiling import num_tiles
+    from ddsr.progress import progress
+    tile, overlap = settings.tile, settings.tile_overlap
 
     def forward(x: np.ndarray) -> np.ndarray:
-        return up(torch.from_numpy(x), tile, overlap).numpy()
+        n = num_tiles(x.shape[-2], x.shape[-1], tile)
+        if n == 1:
+            return up(torch.from_numpy(x), tile, overlap).numpy()
+        with progress(n, f'tiles of a {x.shape[-1]}x{x.shape[-2]} image', unit='tile', file=sys.stderr,
+                      every=TILE_LINE_INTERVAL_S) as bar:
+            return up(torch.from_numpy(x), tile, overlap, bar.update).numpy()
 
-    return Plan(forward, up.scale, {'backend': 'torch', 'device': args.device, 'channels_last': channels_last, **info})
+    return forward
+
+
+def _torch_plan(net: Any, settings: RunSettings, info: dict) -> Plan:
+    from ddsr.deploy.backends import torch_upscaler
+    channels_last = settings.backend == 'auto' or settings.channels_last
+    up = torch_upscaler(net, settings.device, channels_last=channels_last)
+    return Plan(_tiled(up, settings), up.scale,
+                {'backend': 'torch', 'device': settings.device, 'channels_last': channels_last, **info})
 
 
 def images_in_flight(n_images: int, area: int | None, threads: int | None, tiled: bool) -> int:
@@ -291,81 +262,86 @@ def images_in_flight(n_images: int, area: int | None, threads: int | None, tiled
     return 2 if area is not None and area <= PARALLEL_MAX_AREA else 1
 
 
-def _ort_plan(path: str, meta: dict, args: argparse.Namespace, info: dict, workers: int = 1) -> Plan:
-    threads = max(1, (args.threads or os.cpu_count() or 1) // workers) if workers > 1 else args.threads
-    session = ort_session(path, threads)
-    if args.tile:  # tiling is PyTorch code
+def _ort_plan(path: str, meta: onnx_runtime.OnnxMeta, settings: RunSettings, info: dict, workers: int = 1) -> Plan:
+    threads = max(1, (settings.threads or os.cpu_count() or 1) // workers) if workers > 1 else settings.threads
+    session = onnx_runtime.session(path, threads)
+    if settings.tile:  # tiling is PyTorch code
         import torch
 
         from ddsr.deploy.backends import Upscaler
-        fwd = numpy_ort_forward(session, meta['scale'], 1, 1)
-        up = Upscaler(lambda x: torch.from_numpy(fwd(x.numpy())), meta['scale'], meta['min_size'], meta['multiple'])
-        tile, overlap = args.tile, args.tile_overlap
-
-        def tiled(x: np.ndarray) -> np.ndarray:
-            return up(torch.from_numpy(x), tile, overlap).numpy()
-
-        forward: NpForward = tiled
+        fwd = onnx_runtime.numpy_forward(session, onnx_runtime.OnnxMeta(meta.scale, 1, 1))
+        up = Upscaler(lambda x: torch.from_numpy(fwd(x.numpy())), meta.scale, meta.min_size, meta.multiple)
+        forward = _tiled(up, settings)
     else:
-        forward = numpy_ort_forward(session, meta['scale'], meta['min_size'], meta['multiple'])
-    return Plan(forward, meta['scale'], {'backend': 'onnxruntime', **info}, workers)
+        forward = onnx_runtime.numpy_forward(session, meta)
+    return Plan(forward, meta.scale, {'backend': 'onnxruntime', **info}, workers)
 
 
-def onnx_file_meta(session, path: str) -> dict:
-    meta = session.get_modelmeta().custom_metadata_map
-    if 'scale' not in meta:
-        raise DDSRError(f'{path}: no scale in the model metadata (export it with `ddsr export --out-onnx`)')
-    multiple = int(meta.get('multiple', 1))
-    return {'scale': int(meta['scale']), 'multiple': multiple, 'min_size': int(meta.get('min_size', max(16, multiple)))}
+def _entry_meta(entry: dict) -> onnx_runtime.OnnxMeta:
+    return onnx_runtime.OnnxMeta(int(entry['scale']), int(entry['min_size']), int(entry['multiple']))
 
 
-def make_plan(args: argparse.Namespace, arch: dict | None, files: list[Path], opt: dict | None = None) -> Plan:
-    """The forward of ``ddsr upscale`` for ``args`` (``arch``: of ``--arch``/``--arch-kwargs``; ``opt``: the parsed
-    option file of ``-opt``; ``files``: the inputs, for ``auto``'s estimate)."""
-    if args.onnx:
-        if not Path(args.onnx).is_file():
-            raise DDSRError(f'ONNX model not found: {args.onnx}')
-        meta = onnx_file_meta(ort_session(args.onnx, args.threads), args.onnx)
-        workers = images_in_flight(len(files), _first_area(files), args.threads, bool(args.tile))
-        return _ort_plan(args.onnx, meta, args, {'source': 'given'}, workers)
-    source = read_source(args, arch, opt)
-    if args.backend == 'torch' or args.device != 'cpu':  # --device: resolved and checked by ddsr.commands
-        _import_torch()
-        import torch
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        return _torch_plan(load_network(source)[0], args, {'source': 'forced' if args.backend == 'torch' else 'cuda'})
-    key = cache.key_of(key_material(source, args))
-    net, rebuilt = None, None
+def _cached_or_probed(source: NetworkSource, settings: RunSettings, key: str, notify: Notify) -> tuple[dict, Any, dict]:
+    """``(entry, net or None, how)``: the cache entry of ``key``, probed when absent or corrupt."""
+    rebuilt = None
     try:
         entry = cache.read_entry(key)
     except cache.CorruptEntry as err:
         entry, rebuilt = None, str(err)
         COUNTERS['rebuilt'] += 1
-        print(f'ddsr: backend cache entry corrupt ({err}): rebuilding', file=sys.stderr)
+        notify(f'ddsr: backend cache entry corrupt ({err}): rebuilding')
+    net = None
     if entry is None:
-        entry, net = probe(source, args, key)
+        entry, net = probe(source, settings, key, notify)
         how = {'source': 'probe', 'timings_ms': entry['timings_ms'], 'cache': str(cache.entry_dir(key))}
     else:
         COUNTERS['cache_hits'] += 1
+        notify(describe_network(entry['network']))
         how = {'source': 'cache', 'timings_ms': entry.get('timings_ms'), 'cache': str(cache.entry_dir(key))}
     if rebuilt:
         how['rebuilt'] = rebuilt
-    tiled_esa = bool(args.tile) and int(entry.get('align', 1)) > 1
+    return entry, net, how
+
+
+def make_plan(source: NetworkSource, settings: RunSettings, files: list[Path], notify: Notify = _quiet) -> Plan:
+    """The forward that runs ``source`` on ``files`` (the inputs, for ``auto``'s estimate) with ``settings``;
+    ``notify`` gets the one-line messages (the network recognised, the backend probe, a corrupt cache entry)."""
+    if source.onnx is not None:
+        meta = onnx_runtime.read_meta(onnx_runtime.session(str(source.onnx), settings.threads))
+        workers = images_in_flight(len(files), _first_area(files), settings.threads, bool(settings.tile))
+        return _ort_plan(str(source.onnx), meta, settings, {'source': 'given'}, workers)
+    if settings.backend == 'torch' or settings.device != 'cpu':  # --device: resolved and checked by ddsr.commands
+        _import_torch()
+        _set_threads(settings)
+        notify(describe_network(source.summary))
+        return _torch_plan(source.network, settings, {'source': 'forced' if settings.backend == 'torch' else 'cuda'})
+    key = cache.key_of(key_material(source, settings))
+    entry, net, how = _cached_or_probed(source, settings, key, notify)
+    tiled_esa = bool(settings.tile) and int(entry.get('align', 1)) > 1
     area = _first_area(files)  # read once: the choice and the images in flight both scale with it
-    if args.backend == 'onnxruntime':
+    if settings.backend == 'onnxruntime':
         if not entry.get('onnx_path'):
             raise DDSRError(f'--backend onnxruntime: no usable ONNX export ({entry.get("onnx_rejected", "none")})')
         backend = 'onnxruntime'
     else:
-        backend = 'torch' if tiled_esa else choose(entry, len(files), area, bool(args.tile))
+        backend = 'torch' if tiled_esa else choose(entry, len(files), area, bool(settings.tile))
+        timings = entry.get('timings_ms') or {}
+        recorded, others = timings.get(backend), [v for k, v in timings.items() if k != backend]
+        if how['source'] == 'cache' and recorded and others:  # with one candidate a new probe changes nothing
+            now = recheck_ms(entry, backend, source, settings)
+            if now > RECHECK_FACTOR * recorded and now - recorded >= RECHECK_MIN_MS and now > min(others):
+                COUNTERS['rechecked'] += 1
+                notify(f'ddsr: the cached choice {backend} took {now:.0f} ms, {now / recorded:.1f}x its record of '
+                       f'{recorded:.0f} ms: probing again')
+                cache.remove_entry(key)
+                entry, net, how = _cached_or_probed(source, settings, key, notify)
+                how['recheck'] = f'{backend} {now:.0f} ms vs {recorded:.0f} ms recorded'
+                backend = 'torch' if tiled_esa else choose(entry, len(files), area, bool(settings.tile))
     if backend == 'onnxruntime':
-        workers = images_in_flight(len(files), area, args.threads, bool(args.tile))
-        return _ort_plan(entry['onnx_path'], entry, args, how, workers)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-    return _torch_plan(net if net is not None else load_network(source)[0], args, how)
+        workers = images_in_flight(len(files), area, settings.threads, bool(settings.tile))
+        return _ort_plan(entry['onnx_path'], _entry_meta(entry), settings, how, workers)
+    _set_threads(settings)
+    return _torch_plan(net if net is not None else source.network, settings, how)
 
 
 def describe(plan: Plan) -> str:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ddsr.deploy.padding import pad_amounts
 from ddsr.errors import DDSRError
 
 Forward = Callable[[Tensor], Tensor]
@@ -29,14 +30,13 @@ TileContext = Callable[[Sequence[int], Sequence[int]], AbstractContextManager]  
 def pad_to_constraints(x: Tensor, min_size: int = 1, multiple: int = 1) -> tuple[Tensor, int, int]:
     """Pad ``x`` (N, C, H, W) at the bottom/right to >= ``min_size`` and a multiple of ``multiple``.
 
-    Reflection padding where the image is large enough, replication otherwise. Returns ``(x, H, W)`` with the
-    original size, so that the output can be cropped back to ``scale * (H, W)``.
+    The rule is :func:`ddsr.deploy.padding.pad_amounts` (shared with onnxruntime's NumPy path). Returns
+    ``(x, H, W)`` with the original size, so that the output can be cropped back to ``scale * (H, W)``.
     """
     h, w = x.shape[-2:]
-    ph = max(min_size - h, 0) + (-(max(h, min_size))) % multiple
-    pw = max(min_size - w, 0) + (-(max(w, min_size))) % multiple
+    ph, pw, reflect = pad_amounts(h, w, min_size, multiple)
     if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode='reflect' if ph < h and pw < w else 'replicate')
+        x = F.pad(x, (0, pw, 0, ph), mode='reflect' if reflect else 'replicate')
     return x, h, w
 
 
