@@ -30,8 +30,8 @@ import ddsr  # noqa: F401  (light: arranges compat + registration for when basic
 from ddsr import commands, runlock, sample_errors
 from ddsr.errors import DDSRError
 
-if TYPE_CHECKING:  # ddsr.guards imports torch: only the pipeline path needs it
-    from ddsr.guards import RunState
+if TYPE_CHECKING:
+    from ddsr.run_state import RunState
 
 PHASES = ('train', 'test')
 USAGE = 'usage: basicsr {train,test} -opt OPTION.yml [--launcher {none,pytorch,slurm}] [--auto_resume] ' \
@@ -135,17 +135,17 @@ def _ensure_demo_data(path: str, opt: dict, root: str) -> None:
 
 def run_pipeline(phase: str, args: list[str]) -> int:
     """Run BasicSR's train or test pipeline on ``args`` (BasicSR's own flags) with the cwd as root."""
-    from ddsr import console, guards, preempt, zoo
+    from ddsr import run_seam
     from ddsr.checks import check_options, read_options
     from ddsr.checks.structure import ARCHIVE_FLAG
-    from ddsr.compat import reset_basicsr_logger
     from ddsr.option_file import option_path
+    from ddsr.run_state import RunState
     args = [arg.replace('--local-rank', '--local_rank') for arg in args]  # torch.distributed.launch spelling
     root = os.getcwd()
     outputs: list[str] = []
     new_outputs: list[str] = []
     started: list[bool] = []
-    state = guards.RunState(stage='setup')
+    state = RunState(phase=phase, stage='setup')
 
     def pipeline() -> int:
         path, opt = read_options(args)
@@ -155,15 +155,13 @@ def run_pipeline(phase: str, args: list[str]) -> int:
         lock = runlock.run_lock(outputs[0]) if runlock.is_rank_zero(args) else contextlib.nullcontext()
         with lock:  # one run per run folder; what exists once we hold it is not ours
             new_outputs.extend(folder for folder in outputs if not osp.exists(folder))
-            sys.argv = [f'basicsr {phase}'] + [arg for arg in args if arg != ARCHIVE_FLAG]
-            reset_basicsr_logger()  # a new log file per run, also for several runs in one process
             started.append(True)  # from here on, the run folders hold what BasicSR wrote
-            with guards.installed(state), sample_errors.reporting_datasets(), preempt.handling(phase == 'train'), \
-                    preempt.stopping_models(state), zoo.resolving_option_paths():
+            state.hooks = run_seam.default_hooks(phase, opt)
+            argv = [f'basicsr {phase}'] + [arg for arg in args if arg != ARCHIVE_FLAG]
+            with run_seam.running(state, argv):  # the one place that plugs ddsr's run hooks into BasicSR
                 if phase == 'train':
                     from basicsr.train import train_pipeline
-                    with console.installed(opt):  # logger.console: progress -> the short console (ddsr.console)
-                        train_pipeline(root)
+                    train_pipeline(root)
                 else:
                     from basicsr.test import test_pipeline
                     test_pipeline(root)

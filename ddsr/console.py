@@ -14,19 +14,18 @@ file keeps all of that, and the console shows:
   MATLAB-style ``imresize``) of the same LR images, the run time and where the checkpoints are.
 
 Without the key nothing changes (BasicSR's own console). Like :mod:`ddsr.guards`, this is a feature of a run
-started by ddsr's command line, not a patch: :func:`installed` wraps BasicSR's logger set-up and model build for
-that run only.
+started by ddsr's command line, not a patch: :class:`ConsoleRun` is a hook that :mod:`ddsr.run_seam` plugs into
+BasicSR's logger set-up and training loop for that run only.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from typing import IO, Any
 
 from ddsr.progress import format_duration, is_terminal, progress
+from ddsr.run_state import RunHook, RunState
 
 OPTION = 'console'  # key under ``logger:``
 MODE = 'progress'
@@ -34,45 +33,6 @@ LINE_INTERVAL_S = 10.0
 
 def wanted(opt: dict) -> bool:
     return isinstance(opt.get('logger'), dict) and opt['logger'].get(OPTION) == MODE
-
-
-@contextlib.contextmanager
-def installed(opt: dict, stream: IO[str] | None = None) -> Iterator[ConsoleRun | None]:
-    """For one ``basicsr train`` run of ``opt``: the short console when ``opt`` asks for it (else nothing changes).
-
-    BasicSR's ``get_root_logger`` and ``build_model`` (as ``basicsr.train`` calls them) are wrapped for the run:
-    the first logger set-up hands its console over (:meth:`ConsoleRun.on_logger`), the built model reports its
-    iterations and validations (:meth:`ConsoleRun.on_model`). BasicSR's functions are put back afterwards, and the
-    result line is printed when the run succeeded."""
-    if not wanted(opt):
-        yield None
-        return
-    import basicsr.train
-    run = ConsoleRun(opt, stream or sys.stdout)
-    get_root_logger, build_model = basicsr.train.get_root_logger, basicsr.train.build_model
-
-    def root_logger(logger_name: str = 'basicsr', log_level: int = logging.INFO, log_file: str | None = None) -> Any:
-        from basicsr.utils.logger import initialized_logger
-        first = logger_name not in initialized_logger
-        logger = get_root_logger(logger_name=logger_name, log_level=log_level, log_file=log_file)
-        if first:
-            run.on_logger(logger, log_file)
-        return logger
-
-    def build(model_opt: dict) -> Any:
-        model = build_model(model_opt)
-        if model_opt.get('is_train'):
-            run.on_model(model)
-        return model
-
-    basicsr.train.get_root_logger, basicsr.train.build_model = root_logger, build
-    success = False
-    try:
-        yield run
-        success = True
-    finally:
-        basicsr.train.get_root_logger, basicsr.train.build_model = get_root_logger, build_model
-        run.finish(success)
 
 
 class _WarningsOnly(logging.Handler):
@@ -87,14 +47,17 @@ class _WarningsOnly(logging.Handler):
         self.run.write(f'{record.levelname.lower()}: {text}')
 
 
-class ConsoleRun:
-    """What the console shows for one training run."""
+class ConsoleRun(RunHook):
+    """What the console shows for one training run of ``opt`` (a hook of :mod:`ddsr.run_seam`; add it only when
+    :func:`wanted`): the first logger set-up hands its console over (:meth:`on_logger`), the built model's
+    iterations and validations are followed, and the result line is printed when the run succeeded."""
 
-    def __init__(self, opt: dict, stream: IO[str]) -> None:
-        self.opt, self.stream = opt, stream
+    def __init__(self, opt: dict, stream: IO[str] | None = None) -> None:
+        self.opt = opt
+        self.stream: IO[str] = stream if stream is not None else sys.stdout
         self.total = int(opt['train']['total_iter'])
         self.print_freq = max(1, int(opt['logger'].get('print_freq', 100)))
-        self.tty = is_terminal(stream)
+        self.tty = is_terminal(self.stream)
         self.bar: Any = None
         self.log_file: str | None = None
         self.start_iter: int | None = None
@@ -110,9 +73,9 @@ class ConsoleRun:
         else:
             print(text, file=self.stream, flush=True)
 
-    # ---- hooks (installed by :func:`installed`) ----
+    # ---- events (called by ddsr.run_seam) ----
 
-    def on_logger(self, logger: logging.Logger, log_file: str | None) -> None:
+    def on_logger(self, state: RunState, logger: Any, log_file: str | None) -> None:
         """BasicSR's logger was set up: its console handler is replaced by one that shows warnings only."""
         self.log_file = log_file
         for handler in list(logger.handlers):
@@ -120,7 +83,7 @@ class ConsoleRun:
                 logger.removeHandler(handler)
         logger.addHandler(_WarningsOnly(self))
 
-    def on_model(self, model: Any) -> None:
+    def on_model(self, state: RunState, model: Any) -> None:
         """The model was built: print the header, follow its iterations and validations."""
         self.model = model
         net = getattr(model, 'net_g', None)
@@ -134,20 +97,16 @@ class ConsoleRun:
                    f"{self.total} iterations (batch {train_set.get('batch_size_per_gpu', '?')}), on {device}")
         root = (opt.get('path') or {}).get('experiments_root', f"experiments/{opt['name']}")
         self.write(f'      writes {root} (models/, training_states/); full log: {self.log_file}')
-        optimize, validation = model.optimize_parameters, model.validation
 
-        def optimize_parameters(current_iter: int, *args: Any, **kwargs: Any) -> Any:
-            result = optimize(current_iter, *args, **kwargs)
-            self.on_iteration(current_iter)
-            return result
+    def after_optimize(self, state: RunState, model: Any, current_iter: int) -> None:
+        self.on_iteration(current_iter)
 
-        def validate(dataloader: Any, current_iter: int, *args: Any, **kwargs: Any) -> Any:
-            result = validation(dataloader, current_iter, *args, **kwargs)
-            name = getattr(dataloader.dataset, 'opt', {}).get('name', 'val')
-            self.on_validation(current_iter, name, dict(getattr(model, 'metric_results', {}) or {}))
-            return result
+    def after_validation(self, state: RunState, model: Any, dataloader: Any, current_iter: int) -> None:
+        name = getattr(dataloader.dataset, 'opt', {}).get('name', 'val')
+        self.on_validation(current_iter, name, dict(getattr(model, 'metric_results', {}) or {}))
 
-        model.optimize_parameters, model.validation = optimize_parameters, validate
+    def exit(self, state: RunState, success: bool) -> None:
+        self.finish(success)
 
     def _losses(self) -> str:
         log = {}

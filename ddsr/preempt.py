@@ -1,8 +1,9 @@
 """Preemption-safe training: SIGTERM / SIGUSR1 stop ``basicsr train`` at an iteration boundary with a saved state.
 
 Cluster schedulers send SIGTERM (SLURM: also SIGUSR1 with ``--signal``) some time before they kill a job. While the
-command line runs BasicSR's training pipeline (:func:`handling`), those signals only set a flag. The model's
-``update_learning_rate`` (called by BasicSR's loop at the start of every iteration) checks it first: when set, the
+command line runs BasicSR's training pipeline (:class:`Preemption`, a hook of :mod:`ddsr.run_seam`), those signals
+only set a flag. It is checked at the start of every iteration, before the model's ``update_learning_rate`` (the
+first thing BasicSR's loop calls in an iteration): when set, the
 previous iteration N is complete (its periodic save, logging and validation included), and nothing of iteration
 N+1 has changed the model yet. Then ``model.save(epoch, N)`` writes ``models/net_*_N.pth`` and
 ``training_states/N.state`` (atomically, like every BasicSR save under ddsr), the log says where, and
@@ -14,14 +15,12 @@ iteration even when only some got the signal; rank 0 writes (BasicSR's saves are
 wait for it before exiting. A signal before the first iteration of the run stops it there, with nothing new to
 save; one after the last iteration is ignored (the run is finishing anyway).
 """
-import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from os import path as osp
 
-from ddsr.guards import RunState
+from ddsr.run_state import RunHook, RunState
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL (sysexits.h): "temporary failure, the user is invited to retry"
 SIGNALS = ('SIGTERM', 'SIGUSR1')
@@ -53,24 +52,35 @@ def _on_signal(signum, frame) -> None:
     _REQUEST['signal'] = name
 
 
-@contextlib.contextmanager
-def handling(enabled: bool = True) -> Iterator[None]:
-    """While inside: SIGTERM/SIGUSR1 request a stop (previous handlers restored on exit)."""
-    _REQUEST['signal'] = None
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-    for name in SIGNALS:
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            previous[sig] = signal.signal(sig, _on_signal)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+class Preemption(RunHook):
+    """The preemption behaviour of one training run: signal handlers while it runs, the stop check at the start of
+    every iteration."""
+
+    def __init__(self) -> None:
+        self.previous: dict = {}
+        self.first_iter: int | None = None
+
+    def enter(self, state: RunState) -> None:
         _REQUEST['signal'] = None
+        if state.phase != 'train' or threading.current_thread() is not threading.main_thread():
+            return
+        for name in SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self.previous[sig] = signal.signal(sig, _on_signal)
+
+    def exit(self, state: RunState, success: bool) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+        _REQUEST['signal'] = None
+
+    def before_iteration(self, state: RunState, model, current_iter: int) -> None:
+        if self.first_iter is None:
+            self.first_iter = current_iter
+        signame = _stop_requested(model)
+        if signame is not None:
+            _stop(model, signame, current_iter - 1, trained=current_iter > self.first_iter, epoch=state.epoch)
 
 
 def _stop_requested(model) -> str | None:
@@ -83,25 +93,6 @@ def _stop_requested(model) -> str | None:
     flag = torch.tensor([0 if name is None else 1 + SIGNALS.index(name)], device=model.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return SIGNALS[int(flag.item()) - 1] if int(flag.item()) else None
-
-
-def install(model, run: RunState) -> None:
-    """Make BasicSR's training loop stop ``model`` at the next iteration boundary after a requested stop
-    (``run.epoch``: the epoch BasicSR's loop is in, recorded by :func:`ddsr.guards.installed`)."""
-    if getattr(model, '_ddsr_preempt', False):
-        return
-    model._ddsr_preempt = True
-    original = model.update_learning_rate
-    first: dict[str, int] = {}
-
-    def update_learning_rate(current_iter, *args, **kwargs):
-        first.setdefault('iter', current_iter)
-        signame = _stop_requested(model)
-        if signame is not None:
-            _stop(model, signame, current_iter - 1, trained=current_iter > first['iter'], epoch=run.epoch)
-        return original(current_iter, *args, **kwargs)
-
-    model.update_learning_rate = update_learning_rate
 
 
 def _stop(model, signame: str, done: int, trained: bool, epoch: int) -> None:
@@ -117,22 +108,3 @@ def _stop(model, signame: str, done: int, trained: bool, epoch: int) -> None:
     stop = Preempted(signame, done, state if rank == 0 else None, rank)
     get_root_logger().info(stop.message())
     raise stop
-
-
-@contextlib.contextmanager
-def stopping_models(run: RunState) -> Iterator[None]:
-    """For one training run: models built by BasicSR's train pipeline get :func:`install` (BasicSR's
-    ``build_model`` is restored afterwards)."""
-    import basicsr.train
-    build = basicsr.train.build_model
-
-    def build_model(opt):
-        model = build(opt)
-        install(model, run)
-        return model
-
-    basicsr.train.build_model = build_model
-    try:
-        yield
-    finally:
-        basicsr.train.build_model = build

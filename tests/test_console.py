@@ -6,8 +6,9 @@ import re
 import basicsr.train
 import pytest
 
-from ddsr import compat, console
+from ddsr import console, run_seam
 from ddsr.progress import LineProgress, format_duration, progress
+from ddsr.run_state import RunState
 from tests.conftest import REPO_ROOT, run_cli
 
 DEMO = 'options/demo/train_DDistillSR_demo_x4.yml'
@@ -53,15 +54,16 @@ def test_demo_console_is_short_and_ends_with_one_result_line(workdir):
 
 
 def test_logger_hook_only_acts_for_runs_that_ask(tmp_path):
-    compat.reset_basicsr_logger()
+    run_seam.reset_basicsr_logger()
     logger = basicsr.train.get_root_logger(log_file=str(tmp_path / 'a.log'))
     assert any(type(h) is logging.StreamHandler for h in logger.handlers)  # BasicSR's console, unchanged
-    compat.reset_basicsr_logger()
+    run_seam.reset_basicsr_logger()
     opt = {'name': 'x', 'train': {'total_iter': 10}, 'logger': {'print_freq': 5, 'console': 'progress'}}
     stream = io.StringIO()
     original = basicsr.train.get_root_logger
+    run = console.ConsoleRun(opt, stream)
     try:
-        with console.installed(opt, stream) as run:
+        with run_seam.running(RunState(phase='train', hooks=[run]), ['basicsr train']):
             logger = basicsr.train.get_root_logger(log_file=str(tmp_path / 'b.log'))
             assert not any(type(h) is logging.StreamHandler for h in logger.handlers)
             logger.info('a long dump')
@@ -72,10 +74,10 @@ def test_logger_hook_only_acts_for_runs_that_ask(tmp_path):
         last = stream.getvalue().splitlines()[-1]
         assert last == 'result: x: 10 iterations in 0:00; checkpoints in experiments/x/models'
     finally:
-        compat.reset_basicsr_logger()
+        run_seam.reset_basicsr_logger()
     assert basicsr.train.get_root_logger is original  # put back after the run
-    with console.installed({'logger': {'print_freq': 5}}) as run:  # not asked for: nothing installed
-        assert run is None and basicsr.train.get_root_logger is original
+    hooks = run_seam.default_hooks('train', {'logger': {'print_freq': 5}})  # not asked for: no console hook
+    assert not any(isinstance(hook, console.ConsoleRun) for hook in hooks)
 
 
 def test_plain_progress_lines_and_eta_never_negative():
