@@ -182,3 +182,22 @@ def test_interrupt_restores_everything(tmp_path, one_thread):
     assert exits == [False, False]
     assert _changed(before, _snapshot()) == set()
 
+
+def test_every_patch_of_basicsr_is_listed_once_in_the_compatibility_doc():
+    """docs/compatibility.md names every attribute compat replaces for good and every one the seam replaces per run,
+    and compat's list is what the process really runs with (each of them is ddsr's, not basicsr's)."""
+    import importlib
+
+    from ddsr import compat
+    doc = (Path(__file__).resolve().parent.parent / 'docs' / 'compatibility.md').read_text()
+    rows = [line for line in doc.splitlines() if line.startswith('| ')]
+    for module, cls, attr in compat.PATCHED:
+        owner = importlib.import_module(module)
+        if cls is not None:
+            owner = getattr(owner, cls)
+        value = vars(owner)[attr]
+        code = getattr(value, '__code__', None)  # functools.wraps copies __module__: ask where the code is
+        assert 'ddsr' in (code.co_filename if code is not None else type(value).__module__), (module, cls, attr)
+        assert sum(f'`{attr}`' in row or f'.{attr}`' in row for row in rows) == 1, (module, cls, attr)
+    for owner, attr in {*run_seam.declared('train'), *run_seam.declared('test')}:
+        assert sum(f'{attr}`' in row for row in rows) == 1, (owner, attr)
