@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from os import path as osp
 from typing import IO, Any
 
 from ddsr.progress import format_duration, is_terminal, progress
@@ -53,10 +54,8 @@ class ConsoleRun(RunHook):
     iterations and validations are followed, and the result line is printed when the run succeeded."""
 
     def __init__(self, opt: dict, stream: IO[str] | None = None) -> None:
-        self.opt = opt
         self.stream: IO[str] = stream if stream is not None else sys.stdout
-        self.total = int(opt['train']['total_iter'])
-        self.print_freq = max(1, int(opt['logger'].get('print_freq', 100)))
+        self._use(opt)
         self.tty = is_terminal(self.stream)
         self.bar: Any = None
         self.log_file: str | None = None
@@ -64,6 +63,20 @@ class ConsoleRun(RunHook):
         self.started = self.last_line = time.monotonic()
         self.validations: list[tuple[int, str, dict]] = []
         self.model: Any = None
+
+    def _use(self, opt: dict) -> None:
+        self.opt = opt
+        self.total = int(opt['train']['total_iter'])
+        self.print_freq = max(1, int(opt['logger'].get('print_freq', 100)))
+
+    def experiments_root(self) -> str:
+        """Where the run writes, as BasicSR names it (``experiments/debug_<name>`` for ``--debug``), relative to
+        the working directory when it is under it."""
+        root = (self.opt.get('path') or {}).get('experiments_root') or osp.join('experiments', self.opt['name'])
+        if osp.isabs(root):
+            rel = osp.relpath(root)
+            root = root if rel.startswith('..') else rel
+        return root
 
     # ---- output ----
 
@@ -74,6 +87,12 @@ class ConsoleRun(RunHook):
             print(text, file=self.stream, flush=True)
 
     # ---- events (called by ddsr.run_seam) ----
+
+    def on_options(self, state: RunState, opt: dict) -> dict:
+        """BasicSR's parsed options replace the file's: ``--debug`` renames the run (``debug_<name>``) and changes
+        ``print_freq``, ``--force_yml`` any key."""
+        self._use(opt)
+        return opt
 
     def on_logger(self, state: RunState, logger: Any, log_file: str | None) -> None:
         """BasicSR's logger was set up: its console handler is replaced by one that shows warnings only."""
@@ -95,7 +114,7 @@ class ConsoleRun(RunHook):
         device = getattr(model, 'device', 'cpu')
         self.write(f"ddsr: training {opt['name']}: {net_type} x{opt.get('scale')}, {params:,} parameters, "
                    f"{self.total} iterations (batch {train_set.get('batch_size_per_gpu', '?')}), on {device}")
-        root = (opt.get('path') or {}).get('experiments_root', f"experiments/{opt['name']}")
+        root = self.experiments_root()
         self.write(f'      writes {root} (models/, training_states/); full log: {self.log_file}')
 
     def after_optimize(self, state: RunState, model: Any, current_iter: int) -> None:
@@ -156,7 +175,7 @@ class ConsoleRun(RunHook):
         if not success:
             return
         elapsed = format_duration(time.monotonic() - self.started)
-        where = f"{(self.opt.get('path') or {}).get('experiments_root', 'experiments/' + self.opt['name'])}/models"
+        where = osp.join(self.experiments_root(), 'models')
         if not self.validations:
             self.write(f'result: {self.opt["name"]}: {self.total} iterations in {elapsed}; checkpoints in {where}')
             return

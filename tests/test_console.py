@@ -90,3 +90,21 @@ def test_plain_progress_lines_and_eta_never_negative():
     assert len(lines) == 3 and '\r' not in stream.getvalue()
     assert lines[-1].startswith('work: 3/3 (100%)') and 'eta 0:00' in lines[-1]
     assert format_duration(-5) == '0:00' and format_duration(3725) == '1:02:05'
+
+
+def test_debug_run_names_the_folder_basicsr_writes(tmp_path, one_thread):
+    """``--debug``: BasicSR writes experiments/debug_<name>; the header and the result line name that folder."""
+    from tests.conftest import run_cli_inprocess, write_options
+    from tests.test_run_seam import tiny_options
+    yml = write_options(tmp_path / 'dbg.yml', tiny_options(tmp_path, 'dbg'))
+    code, out, err = run_cli_inprocess(['basicsr', 'train', '-opt', yml, '--debug'], tmp_path)
+    assert code == 0, err[-2000:]
+    assert (tmp_path / 'experiments' / 'debug_dbg' / 'models' / 'net_g_latest.pth').is_file()
+    assert not (tmp_path / 'experiments' / 'dbg').exists()
+    lines = out.splitlines()
+    writes = [line for line in lines if line.strip().startswith('writes ')]
+    assert len(writes) == 1 and writes[0].strip().startswith('writes experiments/debug_dbg (models/'), writes
+    assert [line for line in lines if line.startswith('ddsr: training')][0].startswith(
+        'ddsr: training debug_dbg: MSRResNet x4')
+    assert lines[-1].startswith('result: debug_dbg after 3 iterations') and \
+        lines[-1].endswith('; checkpoints in experiments/debug_dbg/models'), lines[-1]

@@ -20,7 +20,8 @@ from ddsr.run_state import RunHook
 from tests.conftest import run_cli_inprocess, write_options
 
 
-def _opt(root: Path, name: str, iters: int = 3) -> dict:
+def tiny_options(root: Path, name: str, iters: int = 3) -> dict:
+    """A 3-iteration MSRResNet run on one 32x32 image with the short console (a few seconds on one thread)."""
     rng = np.random.default_rng(0)
     hr = cv2.GaussianBlur(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), (5, 5), 1.5)
     for folder, img in (('HR', hr), ('LR', cv2.resize(hr, (8, 8), interpolation=cv2.INTER_AREA))):
@@ -113,7 +114,7 @@ def test_basicsr_is_changed_only_by_the_seam_and_restored_after_the_run(tmp_path
     import basicsr.test
     import basicsr.train
     from basicsr.data.data_sampler import EnlargedSampler
-    yml = write_options(tmp_path / 'seam.yml', _opt(tmp_path, 'seam'))
+    yml = write_options(tmp_path / 'seam.yml', tiny_options(tmp_path, 'seam'))
     probe = _Probe(fail)
     default_hooks = run_seam.default_hooks
     monkeypatch.setattr(run_seam, 'default_hooks', lambda phase, opt: [*default_hooks(phase, opt), probe])
@@ -147,7 +148,7 @@ def test_basicsr_is_changed_only_by_the_seam_and_restored_after_the_run(tmp_path
 def test_a_test_run_restores_basicsr_too(tmp_path, one_thread):
     """``basicsr test`` (here of a model trained just before) likewise leaves no replacement behind."""
     import basicsr.test
-    opt = _opt(tmp_path, 'seamtest')
+    opt = tiny_options(tmp_path, 'seamtest')
     yml = write_options(tmp_path / 'train.yml', opt)
     assert run_cli_inprocess(['basicsr', 'train', '-opt', yml], tmp_path)[0] == 0
     test_opt = {key: opt[key] for key in ('name', 'model_type', 'scale', 'num_gpu', 'network_g', 'val')}
@@ -166,6 +167,7 @@ def test_a_test_run_restores_basicsr_too(tmp_path, one_thread):
 def test_interrupt_restores_everything(tmp_path, one_thread):
     """KeyboardInterrupt inside the seam: each hook's exit runs and every attribute is put back."""
     import basicsr.train
+
     from ddsr.run_state import RunState
     exits = []
 
