@@ -9,7 +9,8 @@ unexpected internal error (one ``error: unexpected ...`` line; ``DDSR_TRACEBACK=
 2 bad input: a :class:`ddsr.errors.DDSRError` (option file, key, data, checkpoint, NaN/Inf loss, run folder in use)
 or an image that cannot be loaded, printed as one ``error: ...`` line, or a command-line usage error;
 75 ``basicsr train`` preempted (SIGTERM/SIGUSR1, :mod:`ddsr.preempt`): state saved, continue with ``--auto_resume``;
-130 interrupted (Ctrl-C). What a run wrote is never removed: after a failure or interruption only the run folders
+130 interrupted (Ctrl-C; during ``basicsr train`` the first Ctrl-C saves the state like SIGTERM, a second aborts).
+What a run wrote is never removed: after a failure or interruption only the run folders
 it created and left without any file are removed; the others are kept and their place is printed.
 """
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _guarded(func, *args, setup_label: str | None = None, state: RunState | None
         return 130
     except _preempted() as stop:
         print(stop.message(), file=sys.stderr, flush=True)  # type: ignore[attr-defined]
-        return sys.modules['ddsr.preempt'].EXIT_PREEMPTED
+        return stop.exit_code  # type: ignore[attr-defined]
     except Exception as err:  # noqa: B902  (classified below; one line instead of a traceback)
         return _classify(err, setup_label, state.stage if state is not None else None)
 
