@@ -8,10 +8,17 @@ file keeps all of that, and the console shows:
 - a two-line header: what trains (arch, scale, parameters, iterations, batch, device) and where it writes;
 - a live progress bar on a terminal (iterations/s, an ETA from the measured rate that never goes below zero,
   losses and learning rate updated every ``print_freq`` iterations); elsewhere (CI, ``| tee``, a captured test)
-  one plain line every ``print_freq`` iterations, at most one per ``LINE_INTERVAL_S`` seconds, plus the last;
+  one plain line every ``print_freq`` iterations or every ``LINE_INTERVAL_S`` seconds, whichever comes first
+  (so the first line comes early even when iterations are slow), plus the last;
 - one line per intermediate validation, warnings and errors;
 - one final result line: the last validation's metrics, the same metrics for bicubic upsampling (BasicSR's
-  MATLAB-style ``imresize``) of the same LR images, the run time and where the checkpoints are.
+  MATLAB-style ``imresize``) of the same LR images, the iterations this run trained (``iterations 51-60`` after a
+  resume), this run's wall time (set-up and validation included) and where the checkpoints are.
+
+What BasicSR prints (``print``) before its logger is set up (``Disable distributed.``, ``Set pretrain_network_g
+to ...`` on resume, ``Path already exists. Rename it to ...``) goes to the log file instead: the console hook holds
+``sys.stdout`` from the start of the run until the logger exists, then logs what was held (on a failure before
+that, it is printed after all).
 
 Without the key nothing changes (BasicSR's own console). Like :mod:`ddsr.guards`, this is a feature of a run
 started by ddsr's command line, not a patch: :class:`ConsoleRun` is a hook that :mod:`ddsr.run_seam` plugs into
@@ -19,6 +26,7 @@ BasicSR's logger set-up and training loop for that run only.
 """
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
@@ -60,7 +68,10 @@ class ConsoleRun(RunHook):
         self.bar: Any = None
         self.log_file: str | None = None
         self.start_iter: int | None = None
-        self.started = self.last_line = time.monotonic()
+        self.run_started = self.started = self.last_line = time.monotonic()
+        self.last_iter = 0
+        self.held: io.StringIO | None = None  # BasicSR's prints before its logger exists
+        self.real_stdout: Any = None
         self.validations: list[tuple[int, str, dict]] = []
         self.model: Any = None
 
@@ -94,13 +105,31 @@ class ConsoleRun(RunHook):
         self._use(opt)
         return opt
 
+    def enter(self, state: RunState) -> None:
+        self.run_started = time.monotonic()
+        self.held, self.real_stdout = io.StringIO(), sys.stdout
+        sys.stdout = self.held
+
+    def _release_stdout(self) -> str:
+        """Give ``sys.stdout`` back; what was printed while it was held."""
+        if self.held is None:
+            return ''
+        if sys.stdout is self.held:
+            sys.stdout = self.real_stdout
+        text, self.held = self.held.getvalue(), None
+        return text
+
     def on_logger(self, state: RunState, logger: Any, log_file: str | None) -> None:
-        """BasicSR's logger was set up: its console handler is replaced by one that shows warnings only."""
+        """BasicSR's logger was set up: its console handler is replaced by one that shows warnings only, and what
+        BasicSR printed before goes to the log."""
         self.log_file = log_file
         for handler in list(logger.handlers):
             if type(handler) is logging.StreamHandler:  # the console one; FileHandler is a subclass, kept
                 logger.removeHandler(handler)
         logger.addHandler(_WarningsOnly(self))
+        for line in self._release_stdout().splitlines():
+            if line.strip():
+                logger.info(line)
 
     def on_model(self, state: RunState, model: Any) -> None:
         """The model was built: print the header, follow its iterations and validations."""
@@ -124,7 +153,16 @@ class ConsoleRun(RunHook):
         name = getattr(dataloader.dataset, 'opt', {}).get('name', 'val')
         self.on_validation(current_iter, name, dict(getattr(model, 'metric_results', {}) or {}))
 
+    def before_iteration(self, state: RunState, model: Any, current_iter: int) -> None:
+        if self.start_iter is None:
+            self.start_iter = current_iter - 1
+            self.started = time.monotonic()
+
     def exit(self, state: RunState, success: bool) -> None:
+        held = self._release_stdout()  # a run that failed before its logger existed: show what it printed
+        if held:
+            self.stream.write(held)
+            self.stream.flush()
         self.finish(success)
 
     def _losses(self) -> str:
@@ -141,11 +179,11 @@ class ConsoleRun(RunHook):
         return ', '.join(parts)
 
     def on_iteration(self, current_iter: int) -> None:
-        if self.start_iter is None:
+        if self.start_iter is None:  # (called without before_iteration: a model driven by hand)
             self.start_iter = current_iter - 1
-            self.started = time.monotonic()
-            if self.tty:
-                self.bar = progress(self.total, 'train', unit='it', file=self.stream, initial=self.start_iter)
+        if self.last_iter <= self.start_iter and self.tty:
+            self.bar = progress(self.total, 'train', unit='it', file=self.stream, initial=self.start_iter)
+        self.last_iter = current_iter
         if self.bar is not None:
             self.bar.update(current_iter - self.bar.n)
             if current_iter % self.print_freq == 0:
@@ -153,7 +191,7 @@ class ConsoleRun(RunHook):
             return
         now = time.monotonic()
         last = current_iter >= self.total
-        if (current_iter % self.print_freq == 0 and now - self.last_line >= LINE_INTERVAL_S) or last:
+        if current_iter % self.print_freq == 0 or now - self.last_line >= LINE_INTERVAL_S or last:
             self.last_line = now
             done = current_iter - self.start_iter
             rate = done / max(now - self.started, 1e-9)
@@ -174,17 +212,21 @@ class ConsoleRun(RunHook):
             self.bar = None
         if not success:
             return
-        elapsed = format_duration(time.monotonic() - self.started)
+        elapsed = format_duration(time.monotonic() - self.run_started)
         where = osp.join(self.experiments_root(), 'models')
+        if not self.start_iter:  # a run from iteration 0 (or none trained)
+            span = f'{self.total} iterations'
+        else:  # resumed: what this run trained
+            span = f'iterations {self.start_iter + 1}-{self.last_iter}'
         if not self.validations:
-            self.write(f'result: {self.opt["name"]}: {self.total} iterations in {elapsed}; checkpoints in {where}')
+            self.write(f'result: {self.opt["name"]}: {span} in {elapsed}; checkpoints in {where}')
             return
         _, dataset, metrics = self.validations[-1]
         try:
             baseline = f' (bicubic: {_format_metrics(bicubic_metrics(self.opt, dataset))})'
         except Exception as err:  # noqa: B902  (the result line must come; the baseline is a courtesy)
             baseline = f' (bicubic baseline not computed: {type(err).__name__})'
-        self.write(f'result: {self.opt["name"]} after {self.total} iterations ({elapsed}): val {dataset} '
+        self.write(f'result: {self.opt["name"]} after {span} ({elapsed}): val {dataset} '
                    f'{_format_metrics(metrics)}{baseline}; checkpoints in {where}')
 
 

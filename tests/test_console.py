@@ -27,9 +27,10 @@ def test_demo_console_is_short_and_ends_with_one_result_line(workdir):
     header = [line for line in lines if line.startswith('ddsr: training')]
     assert len(header) == 1 and re.fullmatch(r'ddsr: training demo_DDistillSR_x4: DDistillSR x4, 1,17\d,\d{3} '
                                              r'parameters, 4 iterations \(batch 8\), on cpu', header[0]), header
-    assert [line for line in lines if line.startswith('iter ')] == [
-        line for line in lines if re.fullmatch(r'iter (2|4)/4 \((50|100)%\), [\d.]+ it/s, eta \d+:\d\d, '
-                                               r'l_pix [\d.e+-]+, lr 1\.0e-03', line)]
+    iters = [line for line in lines if line.startswith('iter ')]  # every print_freq (2) iterations, or by time
+    assert all(re.fullmatch(r'iter [1-4]/4 \((25|50|75|100)%\), [\d.]+ it/s, eta \d+:\d\d, l_pix [\d.e+-]+, '
+                            r'lr 1\.0e-03', line) for line in iters), iters
+    assert [line.split('/')[0] for line in iters if line.startswith(('iter 2/', 'iter 4/'))] == ['iter 2', 'iter 4']
     assert lines[-1].startswith('result: demo_DDistillSR_x4 after 4 iterations')
     assert sum(line.startswith('result:') for line in lines) == 1
     assert not any('with parameters' in line or 'Version Information' in line for line in lines)  # dumps: log only
@@ -108,3 +109,48 @@ def test_debug_run_names_the_folder_basicsr_writes(tmp_path, one_thread):
         'ddsr: training debug_dbg: MSRResNet x4')
     assert lines[-1].startswith('result: debug_dbg after 3 iterations') and \
         lines[-1].endswith('; checkpoints in experiments/debug_dbg/models'), lines[-1]
+
+
+def test_progress_lines_come_by_time_or_by_iterations(monkeypatch):
+    """Issue 26 (1): a plain line every ``print_freq`` iterations or every LINE_INTERVAL_S seconds, whichever first,
+    so slow iterations show progress early; the last iteration always gets one."""
+    clock = [0.0]
+    monkeypatch.setattr(console.time, 'monotonic', lambda: clock[0])
+    opt = {'name': 'x', 'train': {'total_iter': 40}, 'logger': {'print_freq': 25, 'console': 'progress'}}
+    stream = io.StringIO()
+    run = console.ConsoleRun(opt, stream)
+    shown = []
+    for it in range(1, 41):
+        run.before_iteration(None, None, it)
+        clock[0] += 3.0 if it <= 12 else 0.1  # 3 s per iteration, then fast
+        before = stream.getvalue().count('\n')
+        run.on_iteration(it)
+        if stream.getvalue().count('\n') > before:
+            shown.append(it)
+    # by time: after 10 s (iteration 4: 12 s), then every >= 10 s; by count: 25; and the last
+    assert shown == [4, 8, 12, 25, 40], shown
+    assert stream.getvalue().splitlines()[0].startswith('iter 4/40 (10%), 0.33 it/s, eta ')
+
+
+def test_basicsr_prints_go_to_the_log_and_a_resumed_run_reports_its_own_iterations(tmp_path, one_thread):
+    """Issue 26 (5): ``Disable distributed.`` and (on resume) ``Set pretrain_network_g to ...`` reach the log file,
+    not the short console; the result line of a resumed run names the iterations this run trained."""
+    from tests.conftest import run_cli_inprocess, write_options
+    from tests.test_run_seam import tiny_options
+    opt = tiny_options(tmp_path, 'again', iters=3)
+    opt['logger']['save_checkpoint_freq'] = 2
+    yml = write_options(tmp_path / 'again.yml', opt)
+    code, out, err = run_cli_inprocess(['basicsr', 'train', '-opt', yml], tmp_path)
+    assert code == 0, err[-2000:]
+    assert 'Disable distributed.' not in out + err
+    assert out.splitlines()[-1].startswith('result: again after 3 iterations (')
+    code, out, err = run_cli_inprocess(['basicsr', 'train', '-opt', yml, '--auto_resume', '--force_yml',
+                                        'train:total_iter=5'], tmp_path)
+    assert code == 0, err[-2000:]
+    assert 'Disable distributed.' not in out + err and 'Set pretrain_network_g' not in out + err, out + err
+    assert re.match(r'result: again after iterations 3-5 \(\d+:\d\d\): val val PSNR', out.splitlines()[-1]), out
+    logs = sorted((tmp_path / 'experiments' / 'again').glob('train_again_*.log'))
+    assert len(logs) == 2
+    resumed_log = logs[-1].read_text()
+    assert 'Disable distributed.' in resumed_log and 'Set pretrain_network_g to ' in resumed_log
+
