@@ -23,6 +23,7 @@ import os
 import pkgutil
 import shutil
 import sys
+import time
 import traceback
 from os import path as osp
 from typing import TYPE_CHECKING
@@ -123,15 +124,29 @@ def _has_files(folder: str) -> bool:
     return any(files for _, _, files in os.walk(folder))
 
 
-def _ensure_demo_data(path: str, opt: dict, root: str) -> None:
-    """Build the embedded demo data set when the option file points into it and it is not there yet."""
+DEMO_WAIT_S = 600.0  # how long other ranks wait for rank 0's demo data (built in seconds; chosen here with margin)
+
+
+def _ensure_demo_data(path: str, opt: dict, root: str, rank_zero: bool = True) -> None:
+    """Build the embedded demo data set when the option file points into it and it is not there yet. In a
+    distributed run rank 0 builds it (atomically: it appears complete or not at all) and the other ranks wait."""
     from ddsr.checks.data import is_demo_path, option_paths
     from ddsr.data.demo import DEMO_ROOT, build_demo_data
-    missing = [value for _, value in option_paths(path, opt) if not osp.exists(osp.join(root, osp.expanduser(value)))]
-    if any(is_demo_path(value, root) for value in missing):
-        print(f'Building the demo data set in {DEMO_ROOT} (first use, a few seconds)...', flush=True)
-        with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            build_demo_data(osp.join(root, DEMO_ROOT))  # BasicSR's LMDB writer prints a bar per file: not shown
+
+    def missing() -> list[str]:
+        return [value for _, value in option_paths(path, opt) if is_demo_path(value, root)
+                and not osp.exists(osp.join(root, osp.expanduser(value)))]
+
+    if not missing():
+        return
+    if not rank_zero:
+        deadline = time.monotonic() + DEMO_WAIT_S
+        while missing() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return  # still missing after the wait: the option checks name the path
+    print(f'Building the demo data set in {DEMO_ROOT} (first use, a few seconds)...', flush=True)
+    with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        build_demo_data(osp.join(root, DEMO_ROOT))  # BasicSR's LMDB writer prints a bar per file: not shown
 
 
 def run_pipeline(phase: str, args: list[str]) -> int:
@@ -150,14 +165,15 @@ def run_pipeline(phase: str, args: list[str]) -> int:
 
     def pipeline() -> int:
         path, opt = read_options(args)
-        _ensure_demo_data(path, opt, root)
+        rank_zero = runlock.is_rank_zero(args)
+        _ensure_demo_data(path, opt, root, rank_zero)
         check_options(phase, args, root, opt)
         outputs.extend(_outputs(phase, opt, args, root))
-        lock = runlock.run_lock(outputs[0]) if runlock.is_rank_zero(args) else contextlib.nullcontext()
+        lock = runlock.run_lock(outputs[0]) if rank_zero else contextlib.nullcontext()
         with lock:  # one run per run folder; what exists once we hold it is not ours
             new_outputs.extend(folder for folder in outputs if not osp.exists(folder))
             started.append(True)  # from here on, the run folders hold what BasicSR wrote
-            state.hooks = run_seam.default_hooks(phase, opt)
+            state.hooks = run_seam.default_hooks(phase, opt, rank_zero)
             argv = [f'basicsr {phase}'] + [arg for arg in args if arg != ARCHIVE_FLAG]
             with run_seam.running(state, argv):  # the one place that plugs ddsr's run hooks into BasicSR
                 if phase == 'train':

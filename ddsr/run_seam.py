@@ -56,12 +56,14 @@ class OptionPaths(RunHook):
         return zoo.resolve_option_paths(opt, quiet=True)
 
 
-def default_hooks(phase: str, opt: dict) -> list[RunHook]:
-    """The hooks of a ``basicsr <phase>`` run of ``opt`` (the option file as read), in their fixed order."""
+def default_hooks(phase: str, opt: dict, rank_zero: bool = True) -> list[RunHook]:
+    """The hooks of a ``basicsr <phase>`` run of ``opt`` (the option file as read), in their fixed order. In a
+    distributed run only rank 0 (``rank_zero``) shows the short console and its result line (the other ranks have
+    no validation metrics: BasicSR validates on rank 0)."""
     hooks: list[RunHook] = [OptionPaths(), sample_errors.ReportingDatasets()]
     if phase == 'train':
         hooks += [preempt.Preemption(), guards.NonFiniteGuard()]
-        if console.wanted(opt):
+        if console.wanted(opt) and rank_zero:
             hooks.append(console.ConsoleRun(opt))
     return hooks
 

@@ -154,3 +154,32 @@ def test_basicsr_prints_go_to_the_log_and_a_resumed_run_reports_its_own_iteratio
     resumed_log = logs[-1].read_text()
     assert 'Disable distributed.' in resumed_log and 'Set pretrain_network_g to ' in resumed_log
 
+
+def test_two_process_run_prints_one_console_with_metrics_and_builds_the_demo_data_once(tmp_path):
+    """Issue 27 (3): in a 2-process gloo run rank 0 alone prints the header, progress and the result line (with
+    the metrics); rank 0 builds the demo data while rank 1 waits."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get('PYTHONPATH')])))
+    res = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nnodes=1', '--nproc_per_node=2', f'--master_port={port}',
+         '-m', 'ddsr.train', '-opt', str(REPO_ROOT / 'options/demo/train_MSRResNet_demo_x4.yml'), '--launcher',
+         'pytorch', '--force_yml', 'train:total_iter=2', 'val:val_freq=2', 'logger:print_freq=1',
+         'logger:save_checkpoint_freq=2', 'datasets:train:batch_size_per_gpu=2', 'network_g:num_feat=8',
+         'network_g:num_block=1'],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert out.count('Building the demo data set') == 1, out[-3000:]
+    lines = out.splitlines()
+    assert sum(line.startswith('ddsr: training demo_MSRResNet_x4') for line in lines) == 1, out[-3000:]
+    results = [line for line in lines if line.startswith('result:')]
+    assert len(results) == 1 and re.match(r'result: demo_MSRResNet_x4 after 2 iterations \(\d+:\d\d\): val demo_val '
+                                          r'PSNR [\d.]+ dB, SSIM [\d.]+ \(bicubic: PSNR', results[0]), results
+    assert sum(line.startswith('iter 2/2') for line in lines) == 1

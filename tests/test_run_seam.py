@@ -117,7 +117,7 @@ def test_basicsr_is_changed_only_by_the_seam_and_restored_after_the_run(tmp_path
     yml = write_options(tmp_path / 'seam.yml', tiny_options(tmp_path, 'seam'))
     probe = _Probe(fail)
     default_hooks = run_seam.default_hooks
-    monkeypatch.setattr(run_seam, 'default_hooks', lambda phase, opt: [*default_hooks(phase, opt), probe])
+    monkeypatch.setattr(run_seam, 'default_hooks', lambda *args: [*default_hooks(*args), probe])
     originals = (basicsr.train.build_model, basicsr.train.build_dataset, basicsr.train.parse_options,
                  basicsr.test.build_dataset, basicsr.test.parse_options, basicsr.train.get_root_logger,
                  EnlargedSampler.set_epoch)
