@@ -99,12 +99,13 @@ def _parse_options(state: RunState, original: Callable) -> Callable:
     return parse_options
 
 
-def _build_dataset(state: RunState, original: Callable) -> Callable:
-    def build_dataset(dataset_opt: dict) -> Any:
-        dataset = original(dataset_opt)
-        _each(state, 'on_dataset', dataset)
-        return dataset
-    return build_dataset
+def _then(original: Callable, after: Callable) -> Callable:
+    """``original(*args)``, then ``after(result, *args)``; returns the result."""
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        after(result, *args, **kwargs)
+        return result
+    return wrapper
 
 
 def _get_root_logger(state: RunState, original: Callable) -> Callable:
@@ -119,14 +120,10 @@ def _get_root_logger(state: RunState, original: Callable) -> Callable:
     return get_root_logger
 
 
-def _build_model(state: RunState, original: Callable) -> Callable:
-    def build_model(opt: dict) -> Any:
-        model = original(opt)
-        if opt.get('is_train'):
-            _each(state, 'on_model', model)
-            _follow(state, model)
-        return model
-    return build_model
+def _model_built(state: RunState, model: Any, opt: dict) -> None:
+    if opt.get('is_train'):
+        _each(state, 'on_model', model)
+        _follow(state, model)
 
 
 def _follow(state: RunState, model: Any) -> None:
@@ -167,9 +164,9 @@ def _set_epoch(state: RunState, original: Callable) -> Callable:
 def _replacements(state: RunState, argv: list[str]) -> dict[str, Callable[[Any], Any]]:
     """attribute name -> (original -> replacement), for :func:`declared`'s attributes."""
     return {'parse_options': lambda orig: _parse_options(state, orig),
-            'build_dataset': lambda orig: _build_dataset(state, orig),
+            'build_dataset': lambda orig: _then(orig, lambda dataset, opt: _each(state, 'on_dataset', dataset)),
             'get_root_logger': lambda orig: _get_root_logger(state, orig),
-            'build_model': lambda orig: _build_model(state, orig),
+            'build_model': lambda orig: _then(orig, lambda model, opt: _model_built(state, model, opt)),
             'set_epoch': lambda orig: _set_epoch(state, orig),
             '_on_queue_feeder_error': sample_errors.quiet_feeder,
             'argv': lambda orig: list(argv)}

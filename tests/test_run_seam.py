@@ -179,7 +179,7 @@ def test_interrupt_restores_everything(tmp_path, one_thread):
     with pytest.raises(KeyboardInterrupt):
         with run_seam.running(RunState(phase='train', hooks=[Hook(), Hook()]), ['basicsr train', '-opt', 'x']):
             assert sys.argv == ['basicsr train', '-opt', 'x']
-            assert basicsr.train.build_model.__qualname__.startswith('_build_model')
+            assert basicsr.train.build_model is not before[('basicsr.train', 'build_model')]
             raise KeyboardInterrupt
     assert exits == [False, False]
     assert _changed(before, _snapshot()) == set()
