@@ -9,7 +9,8 @@ unexpected internal error (one ``error: unexpected ...`` line; ``DDSR_TRACEBACK=
 2 bad input: a :class:`ddsr.errors.DDSRError` (option file, key, data, checkpoint, NaN/Inf loss, run folder in use)
 or an image that cannot be loaded, printed as one ``error: ...`` line, or a command-line usage error;
 75 ``basicsr train`` preempted (SIGTERM/SIGUSR1, :mod:`ddsr.preempt`): state saved, continue with ``--auto_resume``;
-130 interrupted (Ctrl-C). What a run wrote is never removed: after a failure or interruption only the run folders
+130 interrupted (Ctrl-C; during ``basicsr train`` the first Ctrl-C saves the state like SIGTERM, a second aborts).
+What a run wrote is never removed: after a failure or interruption only the run folders
 it created and left without any file are removed; the others are kept and their place is printed.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import pkgutil
 import shutil
 import sys
+import time
 import traceback
 from os import path as osp
 from typing import TYPE_CHECKING
@@ -30,8 +32,8 @@ import ddsr  # noqa: F401  (light: arranges compat + registration for when basic
 from ddsr import commands, runlock, sample_errors
 from ddsr.errors import DDSRError
 
-if TYPE_CHECKING:  # ddsr.guards imports torch: only the pipeline path needs it
-    from ddsr.guards import RunState
+if TYPE_CHECKING:
+    from ddsr.run_state import RunState
 
 PHASES = ('train', 'test')
 USAGE = 'usage: basicsr {train,test} -opt OPTION.yml [--launcher {none,pytorch,slurm}] [--auto_resume] ' \
@@ -86,7 +88,7 @@ def _guarded(func, *args, setup_label: str | None = None, state: RunState | None
         return 130
     except _preempted() as stop:
         print(stop.message(), file=sys.stderr, flush=True)  # type: ignore[attr-defined]
-        return sys.modules['ddsr.preempt'].EXIT_PREEMPTED
+        return stop.exit_code  # type: ignore[attr-defined]
     except Exception as err:  # noqa: B902  (classified below; one line instead of a traceback)
         return _classify(err, setup_label, state.stage if state is not None else None)
 
@@ -122,48 +124,61 @@ def _has_files(folder: str) -> bool:
     return any(files for _, _, files in os.walk(folder))
 
 
-def _ensure_demo_data(path: str, opt: dict, root: str) -> None:
-    """Build the embedded demo data set when the option file points into it and it is not there yet."""
+DEMO_WAIT_S = 600.0  # how long other ranks wait for rank 0's demo data (built in seconds; chosen here with margin)
+
+
+def _ensure_demo_data(path: str, opt: dict, root: str, rank_zero: bool = True) -> None:
+    """Build the embedded demo data set when the option file points into it and it is not there yet. In a
+    distributed run rank 0 builds it (atomically: it appears complete or not at all) and the other ranks wait."""
     from ddsr.checks.data import is_demo_path, option_paths
     from ddsr.data.demo import DEMO_ROOT, build_demo_data
-    missing = [value for _, value in option_paths(path, opt) if not osp.exists(osp.join(root, osp.expanduser(value)))]
-    if any(is_demo_path(value, root) for value in missing):
-        print(f'Building the demo data set in {DEMO_ROOT} (first use, a few seconds)...', flush=True)
-        with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            build_demo_data(osp.join(root, DEMO_ROOT))  # BasicSR's LMDB writer prints a bar per file: not shown
+
+    def missing() -> list[str]:
+        return [value for _, value in option_paths(path, opt) if is_demo_path(value, root)
+                and not osp.exists(osp.join(root, osp.expanduser(value)))]
+
+    if not missing():
+        return
+    if not rank_zero:
+        deadline = time.monotonic() + DEMO_WAIT_S
+        while missing() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return  # still missing after the wait: the option checks name the path
+    print(f'Building the demo data set in {DEMO_ROOT} (first use, a few seconds)...', flush=True)
+    with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        build_demo_data(osp.join(root, DEMO_ROOT))  # BasicSR's LMDB writer prints a bar per file: not shown
 
 
 def run_pipeline(phase: str, args: list[str]) -> int:
     """Run BasicSR's train or test pipeline on ``args`` (BasicSR's own flags) with the cwd as root."""
-    from ddsr import console, guards, preempt, zoo
+    from ddsr import run_seam
     from ddsr.checks import check_options, read_options
     from ddsr.checks.structure import ARCHIVE_FLAG
-    from ddsr.compat import reset_basicsr_logger
     from ddsr.option_file import option_path
+    from ddsr.run_state import RunState
     args = [arg.replace('--local-rank', '--local_rank') for arg in args]  # torch.distributed.launch spelling
     root = os.getcwd()
     outputs: list[str] = []
     new_outputs: list[str] = []
     started: list[bool] = []
-    state = guards.RunState(stage='setup')
+    state = RunState(phase=phase, stage='setup')
 
     def pipeline() -> int:
         path, opt = read_options(args)
-        _ensure_demo_data(path, opt, root)
+        rank_zero = runlock.is_rank_zero(args)
+        _ensure_demo_data(path, opt, root, rank_zero)
         check_options(phase, args, root, opt)
         outputs.extend(_outputs(phase, opt, args, root))
-        lock = runlock.run_lock(outputs[0]) if runlock.is_rank_zero(args) else contextlib.nullcontext()
+        lock = runlock.run_lock(outputs[0]) if rank_zero else contextlib.nullcontext()
         with lock:  # one run per run folder; what exists once we hold it is not ours
             new_outputs.extend(folder for folder in outputs if not osp.exists(folder))
-            sys.argv = [f'basicsr {phase}'] + [arg for arg in args if arg != ARCHIVE_FLAG]
-            reset_basicsr_logger()  # a new log file per run, also for several runs in one process
             started.append(True)  # from here on, the run folders hold what BasicSR wrote
-            with guards.installed(state), sample_errors.reporting_datasets(), preempt.handling(phase == 'train'), \
-                    preempt.stopping_models(state), zoo.resolving_option_paths():
+            state.hooks = run_seam.default_hooks(phase, opt, rank_zero)
+            argv = [f'basicsr {phase}'] + [arg for arg in args if arg != ARCHIVE_FLAG]
+            with run_seam.running(state, argv):  # the one place that plugs ddsr's run hooks into BasicSR
                 if phase == 'train':
                     from basicsr.train import train_pipeline
-                    with console.installed(opt):  # logger.console: progress -> the short console (ddsr.console)
-                        train_pipeline(root)
+                    train_pipeline(root)
                 else:
                     from basicsr.test import test_pipeline
                     test_pipeline(root)

@@ -1,7 +1,8 @@
-"""Every patch ddsr applies to basicsr 1.4.2 on today's stack, in one place.
+"""The permanent patches ddsr applies to basicsr 1.4.2 on today's stack, in one place.
 
 :mod:`ddsr.registration` calls :func:`apply_pre_import` just before basicsr is imported and :func:`apply` just
-after. Each fix is small, idempotent and documented here:
+after; from then on they hold for every use of basicsr in the process. Each fix is small, idempotent and documented
+here (and in docs/compatibility.md, with how to remove it); :data:`PATCHED` names every attribute they replace:
 
 1. ``torchvision.transforms.functional_tensor`` was removed in torchvision 0.17; basicsr 1.4.2 imports
    ``rgb_to_grayscale`` from it. We alias the module to its private successor.
@@ -25,8 +26,10 @@ after. Each fix is small, idempotent and documented here:
    :func:`register_optimizer` (``OBProxSG``, :mod:`ddsr.compress.obproxsg`) are built from ``train.optim_g`` by
    every model (``SRModel``, ``SwinIRModel``, ddsr's); ``Adam`` and unknown names behave exactly as before.
 
-Features that act on a run (NaN/Inf guard, unreadable samples) are not patches: they live in :mod:`ddsr.guards`
-and are installed by the command line for the duration of one run.
+The only other place that changes basicsr is :mod:`ddsr.run_seam`: for the duration of one run started by ddsr's
+command line it replaces the attributes its ``declared()`` lists (``parse_options``, ``build_dataset``,
+``build_model``, ...) to plug in the run's hooks (NaN/Inf guard, preemption, console, unreadable samples,
+``ddsr://`` paths), and puts them back afterwards.
 """
 import collections
 import difflib
@@ -48,6 +51,20 @@ FROZEN_NETWORKS = ('network_t', )
 
 _APPLIED = False
 EXTRA_OPTIMIZERS: dict[str, type] = {}  # name in train.optim_g.type -> optimizer class (patch 9)
+
+# (module, class or None, attribute) of every basicsr attribute that :func:`apply` replaces, by patch number.
+PATCHED = (
+    ('basicsr.train', None, 'load_resume_state'),  # 3, 4, 5
+    ('basicsr.utils.dist_util', None, '_init_dist_pytorch'),  # 6
+    ('basicsr.models.base_model', 'BaseModel', 'model_to_device'),  # 6
+    ('basicsr.models.base_model', None, 'torch'),  # 7
+    ('basicsr.utils.registry', 'Registry', '_do_register'),  # 8
+    ('basicsr.utils.registry', 'Registry', 'get'),  # 8
+    ('basicsr.utils.registry', 'Registry', '__contains__'),  # 8
+    ('basicsr.utils.registry', 'Registry', '__iter__'),  # 8
+    ('basicsr.utils.registry', 'Registry', 'keys'),  # 8
+    ('basicsr.models.base_model', 'BaseModel', 'get_optimizer'),  # 9
+)
 
 
 def _alias_functional_tensor() -> None:
@@ -216,19 +233,6 @@ def _patch_basicsr_modules() -> None:
     basicsr.utils.dist_util._init_dist_pytorch = _init_dist_pytorch
     BaseModel.model_to_device = _model_to_device
     BaseModel.get_optimizer = _get_optimizer(BaseModel.get_optimizer)
-
-
-def reset_basicsr_logger() -> None:
-    """Forget BasicSR's root logger set-up (its file handler), so the next pipeline run in this process logs to
-    its own file (BasicSR initialises the logger once per process)."""
-    import logging
-
-    from basicsr.utils import logger as basicsr_logger
-    basicsr_logger.initialized_logger.pop('basicsr', None)
-    log = logging.getLogger('basicsr')
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
 
 
 def apply_pre_import() -> None:

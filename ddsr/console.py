@@ -8,25 +8,33 @@ file keeps all of that, and the console shows:
 - a two-line header: what trains (arch, scale, parameters, iterations, batch, device) and where it writes;
 - a live progress bar on a terminal (iterations/s, an ETA from the measured rate that never goes below zero,
   losses and learning rate updated every ``print_freq`` iterations); elsewhere (CI, ``| tee``, a captured test)
-  one plain line every ``print_freq`` iterations, at most one per ``LINE_INTERVAL_S`` seconds, plus the last;
+  one plain line every ``print_freq`` iterations or every ``LINE_INTERVAL_S`` seconds, whichever comes first
+  (so the first line comes early even when iterations are slow), plus the last;
 - one line per intermediate validation, warnings and errors;
 - one final result line: the last validation's metrics, the same metrics for bicubic upsampling (BasicSR's
-  MATLAB-style ``imresize``) of the same LR images, the run time and where the checkpoints are.
+  MATLAB-style ``imresize``) of the same LR images, the iterations this run trained (``iterations 51-60`` after a
+  resume), this run's wall time (set-up and validation included) and where the checkpoints are.
+
+What BasicSR prints (``print``) before its logger is set up (``Disable distributed.``, ``Set pretrain_network_g
+to ...`` on resume, ``Path already exists. Rename it to ...``) goes to the log file instead: the console hook holds
+``sys.stdout`` from the start of the run until the logger exists, then logs what was held (on a failure before
+that, it is printed after all).
 
 Without the key nothing changes (BasicSR's own console). Like :mod:`ddsr.guards`, this is a feature of a run
-started by ddsr's command line, not a patch: :func:`installed` wraps BasicSR's logger set-up and model build for
-that run only.
+started by ddsr's command line, not a patch: :class:`ConsoleRun` is a hook that :mod:`ddsr.run_seam` plugs into
+BasicSR's logger set-up and training loop for that run only.
 """
 from __future__ import annotations
 
-import contextlib
+import io
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from os import path as osp
 from typing import IO, Any
 
 from ddsr.progress import format_duration, is_terminal, progress
+from ddsr.run_state import RunHook, RunState
 
 OPTION = 'console'  # key under ``logger:``
 MODE = 'progress'
@@ -34,45 +42,6 @@ LINE_INTERVAL_S = 10.0
 
 def wanted(opt: dict) -> bool:
     return isinstance(opt.get('logger'), dict) and opt['logger'].get(OPTION) == MODE
-
-
-@contextlib.contextmanager
-def installed(opt: dict, stream: IO[str] | None = None) -> Iterator[ConsoleRun | None]:
-    """For one ``basicsr train`` run of ``opt``: the short console when ``opt`` asks for it (else nothing changes).
-
-    BasicSR's ``get_root_logger`` and ``build_model`` (as ``basicsr.train`` calls them) are wrapped for the run:
-    the first logger set-up hands its console over (:meth:`ConsoleRun.on_logger`), the built model reports its
-    iterations and validations (:meth:`ConsoleRun.on_model`). BasicSR's functions are put back afterwards, and the
-    result line is printed when the run succeeded."""
-    if not wanted(opt):
-        yield None
-        return
-    import basicsr.train
-    run = ConsoleRun(opt, stream or sys.stdout)
-    get_root_logger, build_model = basicsr.train.get_root_logger, basicsr.train.build_model
-
-    def root_logger(logger_name: str = 'basicsr', log_level: int = logging.INFO, log_file: str | None = None) -> Any:
-        from basicsr.utils.logger import initialized_logger
-        first = logger_name not in initialized_logger
-        logger = get_root_logger(logger_name=logger_name, log_level=log_level, log_file=log_file)
-        if first:
-            run.on_logger(logger, log_file)
-        return logger
-
-    def build(model_opt: dict) -> Any:
-        model = build_model(model_opt)
-        if model_opt.get('is_train'):
-            run.on_model(model)
-        return model
-
-    basicsr.train.get_root_logger, basicsr.train.build_model = root_logger, build
-    success = False
-    try:
-        yield run
-        success = True
-    finally:
-        basicsr.train.get_root_logger, basicsr.train.build_model = get_root_logger, build_model
-        run.finish(success)
 
 
 class _WarningsOnly(logging.Handler):
@@ -87,20 +56,38 @@ class _WarningsOnly(logging.Handler):
         self.run.write(f'{record.levelname.lower()}: {text}')
 
 
-class ConsoleRun:
-    """What the console shows for one training run."""
+class ConsoleRun(RunHook):
+    """What the console shows for one training run of ``opt`` (a hook of :mod:`ddsr.run_seam`; add it only when
+    :func:`wanted`): the first logger set-up hands its console over (:meth:`on_logger`), the built model's
+    iterations and validations are followed, and the result line is printed when the run succeeded."""
 
-    def __init__(self, opt: dict, stream: IO[str]) -> None:
-        self.opt, self.stream = opt, stream
-        self.total = int(opt['train']['total_iter'])
-        self.print_freq = max(1, int(opt['logger'].get('print_freq', 100)))
-        self.tty = is_terminal(stream)
+    def __init__(self, opt: dict, stream: IO[str] | None = None) -> None:
+        self.stream: IO[str] = stream if stream is not None else sys.stdout
+        self._use(opt)
+        self.tty = is_terminal(self.stream)
         self.bar: Any = None
         self.log_file: str | None = None
         self.start_iter: int | None = None
-        self.started = self.last_line = time.monotonic()
+        self.run_started = self.started = self.last_line = time.monotonic()
+        self.last_iter = 0
+        self.held: io.StringIO | None = None  # BasicSR's prints before its logger exists
+        self.real_stdout: Any = None
         self.validations: list[tuple[int, str, dict]] = []
         self.model: Any = None
+
+    def _use(self, opt: dict) -> None:
+        self.opt = opt
+        self.total = int(opt['train']['total_iter'])
+        self.print_freq = max(1, int(opt['logger'].get('print_freq', 100)))
+
+    def experiments_root(self) -> str:
+        """Where the run writes, as BasicSR names it (``experiments/debug_<name>`` for ``--debug``), relative to
+        the working directory when it is under it."""
+        root = (self.opt.get('path') or {}).get('experiments_root') or osp.join('experiments', self.opt['name'])
+        if osp.isabs(root):
+            rel = osp.relpath(root)
+            root = root if rel.startswith('..') else rel
+        return root
 
     # ---- output ----
 
@@ -110,17 +97,41 @@ class ConsoleRun:
         else:
             print(text, file=self.stream, flush=True)
 
-    # ---- hooks (installed by :func:`installed`) ----
+    # ---- events (called by ddsr.run_seam) ----
 
-    def on_logger(self, logger: logging.Logger, log_file: str | None) -> None:
-        """BasicSR's logger was set up: its console handler is replaced by one that shows warnings only."""
+    def on_options(self, state: RunState, opt: dict) -> dict:
+        """BasicSR's parsed options replace the file's: ``--debug`` renames the run (``debug_<name>``) and changes
+        ``print_freq``, ``--force_yml`` any key."""
+        self._use(opt)
+        return opt
+
+    def enter(self, state: RunState) -> None:
+        self.run_started = time.monotonic()
+        self.held, self.real_stdout = io.StringIO(), sys.stdout
+        sys.stdout = self.held
+
+    def _release_stdout(self) -> str:
+        """Give ``sys.stdout`` back; what was printed while it was held."""
+        if self.held is None:
+            return ''
+        if sys.stdout is self.held:
+            sys.stdout = self.real_stdout
+        text, self.held = self.held.getvalue(), None
+        return text
+
+    def on_logger(self, state: RunState, logger: Any, log_file: str | None) -> None:
+        """BasicSR's logger was set up: its console handler is replaced by one that shows warnings only, and what
+        BasicSR printed before goes to the log."""
         self.log_file = log_file
         for handler in list(logger.handlers):
             if type(handler) is logging.StreamHandler:  # the console one; FileHandler is a subclass, kept
                 logger.removeHandler(handler)
         logger.addHandler(_WarningsOnly(self))
+        for line in self._release_stdout().splitlines():
+            if line.strip():
+                logger.info(line)
 
-    def on_model(self, model: Any) -> None:
+    def on_model(self, state: RunState, model: Any) -> None:
         """The model was built: print the header, follow its iterations and validations."""
         self.model = model
         net = getattr(model, 'net_g', None)
@@ -132,22 +143,27 @@ class ConsoleRun:
         device = getattr(model, 'device', 'cpu')
         self.write(f"ddsr: training {opt['name']}: {net_type} x{opt.get('scale')}, {params:,} parameters, "
                    f"{self.total} iterations (batch {train_set.get('batch_size_per_gpu', '?')}), on {device}")
-        root = (opt.get('path') or {}).get('experiments_root', f"experiments/{opt['name']}")
+        root = self.experiments_root()
         self.write(f'      writes {root} (models/, training_states/); full log: {self.log_file}')
-        optimize, validation = model.optimize_parameters, model.validation
 
-        def optimize_parameters(current_iter: int, *args: Any, **kwargs: Any) -> Any:
-            result = optimize(current_iter, *args, **kwargs)
-            self.on_iteration(current_iter)
-            return result
+    def after_optimize(self, state: RunState, model: Any, current_iter: int) -> None:
+        self.on_iteration(current_iter)
 
-        def validate(dataloader: Any, current_iter: int, *args: Any, **kwargs: Any) -> Any:
-            result = validation(dataloader, current_iter, *args, **kwargs)
-            name = getattr(dataloader.dataset, 'opt', {}).get('name', 'val')
-            self.on_validation(current_iter, name, dict(getattr(model, 'metric_results', {}) or {}))
-            return result
+    def after_validation(self, state: RunState, model: Any, dataloader: Any, current_iter: int) -> None:
+        name = getattr(dataloader.dataset, 'opt', {}).get('name', 'val')
+        self.on_validation(current_iter, name, dict(getattr(model, 'metric_results', {}) or {}))
 
-        model.optimize_parameters, model.validation = optimize_parameters, validate
+    def before_iteration(self, state: RunState, model: Any, current_iter: int) -> None:
+        if self.start_iter is None:
+            self.start_iter = current_iter - 1
+            self.started = time.monotonic()
+
+    def exit(self, state: RunState, success: bool) -> None:
+        held = self._release_stdout()  # a run that failed before its logger existed: show what it printed
+        if held:
+            self.stream.write(held)
+            self.stream.flush()
+        self.finish(success)
 
     def _losses(self) -> str:
         log = {}
@@ -163,11 +179,11 @@ class ConsoleRun:
         return ', '.join(parts)
 
     def on_iteration(self, current_iter: int) -> None:
-        if self.start_iter is None:
+        if self.start_iter is None:  # (called without before_iteration: a model driven by hand)
             self.start_iter = current_iter - 1
-            self.started = time.monotonic()
-            if self.tty:
-                self.bar = progress(self.total, 'train', unit='it', file=self.stream, initial=self.start_iter)
+        if self.last_iter <= self.start_iter and self.tty:
+            self.bar = progress(self.total, 'train', unit='it', file=self.stream, initial=self.start_iter)
+        self.last_iter = current_iter
         if self.bar is not None:
             self.bar.update(current_iter - self.bar.n)
             if current_iter % self.print_freq == 0:
@@ -175,7 +191,7 @@ class ConsoleRun:
             return
         now = time.monotonic()
         last = current_iter >= self.total
-        if (current_iter % self.print_freq == 0 and now - self.last_line >= LINE_INTERVAL_S) or last:
+        if current_iter % self.print_freq == 0 or now - self.last_line >= LINE_INTERVAL_S or last:
             self.last_line = now
             done = current_iter - self.start_iter
             rate = done / max(now - self.started, 1e-9)
@@ -196,17 +212,21 @@ class ConsoleRun:
             self.bar = None
         if not success:
             return
-        elapsed = format_duration(time.monotonic() - self.started)
-        where = f"{(self.opt.get('path') or {}).get('experiments_root', 'experiments/' + self.opt['name'])}/models"
+        elapsed = format_duration(time.monotonic() - self.run_started)
+        where = osp.join(self.experiments_root(), 'models')
+        if not self.start_iter:  # a run from iteration 0 (or none trained)
+            span = f'{self.total} iterations'
+        else:  # resumed: what this run trained
+            span = f'iterations {self.start_iter + 1}-{self.last_iter}'
         if not self.validations:
-            self.write(f'result: {self.opt["name"]}: {self.total} iterations in {elapsed}; checkpoints in {where}')
+            self.write(f'result: {self.opt["name"]}: {span} in {elapsed}; checkpoints in {where}')
             return
         _, dataset, metrics = self.validations[-1]
         try:
             baseline = f' (bicubic: {_format_metrics(bicubic_metrics(self.opt, dataset))})'
         except Exception as err:  # noqa: B902  (the result line must come; the baseline is a courtesy)
             baseline = f' (bicubic baseline not computed: {type(err).__name__})'
-        self.write(f'result: {self.opt["name"]} after {self.total} iterations ({elapsed}): val {dataset} '
+        self.write(f'result: {self.opt["name"]} after {span} ({elapsed}): val {dataset} '
                    f'{_format_metrics(metrics)}{baseline}; checkpoints in {where}')
 
 

@@ -1,33 +1,17 @@
-"""Guards of a ``basicsr train|test`` run started by ddsr's command line, installed for that run only.
+"""The NaN/Inf guard of a ``basicsr train`` run started by ddsr's command line (:class:`NonFiniteGuard`).
 
-1. NaN/Inf guard: every model built by the run's ``basicsr train`` stops at the first non-finite loss or
-   gradient, after saving the last good training state (see :func:`install_nonfinite_guard`).
-2. Dataset samples that cannot be loaded are named by :mod:`ddsr.sample_errors` (no dataset class is changed).
-
-The state of a run (its stage: set-up or training, and the epoch BasicSR's loop is in) is a :class:`RunState`
-owned by the command line; :func:`installed` wires it into BasicSR's pipeline for the duration of the run and
-puts BasicSR's functions back afterwards.
+The run's model stops at the first non-finite loss or gradient, after saving the last good training state. The
+guard is a :class:`ddsr.run_state.RunHook`: :mod:`ddsr.run_seam` plugs it into BasicSR's loop for one run only.
 """
-import contextlib
 import copy
 import functools
-from collections.abc import Iterator
-from dataclasses import dataclass
 from os import path as osp
 
 import torch
 
 from ddsr.compat import find_resume_state
 from ddsr.errors import NonFiniteLossError
-
-
-@dataclass
-class RunState:
-    """Where a ``basicsr train|test`` run is: ``stage`` is 'setup' while BasicSR builds datasets and models from the
-    options, 'training' from the first ``optimize_parameters`` on (the CLI reports set-up failures as bad options);
-    ``epoch`` is the epoch BasicSR's train loop is in (recorded by ``EnlargedSampler.set_epoch``)."""
-    stage: str | None = None
-    epoch: int = 0
+from ddsr.run_state import RunHook, RunState
 
 
 class _NonFiniteStep(Exception):
@@ -50,15 +34,17 @@ def _is_finite(value) -> bool:
         return True
 
 
-def install_nonfinite_guard(model, state: RunState) -> None:
-    """Stop training at the first NaN/Inf loss or gradient of ``model`` (any BasicSR model), saving a state first.
+class NonFiniteGuard(RunHook):
+    """Stop training at the first NaN/Inf loss or gradient of the run's model (any BasicSR model), saving a state
+    first.
 
-    How it works (nothing here changes a finite run):
+    How it works (nothing here changes a finite run; :mod:`ddsr.run_seam` calls the events):
 
-    - every ``optimizer.step`` of ``model.optimizers`` first checks that all gradients are finite; if not it
-      raises before touching the weights, the optimizer moments or the EMA (which updates after the step);
-    - ``update_learning_rate`` snapshots the schedulers (and the optimizers' lr) before stepping them, so they
-      can be put back to where iteration N-1 left them;
+    - before every ``optimize_parameters``, each ``optimizer.step`` of ``model.optimizers`` gets a check that all
+      gradients are finite (idempotent, every call: models may rebuild their optimizers); if not it raises before
+      touching the weights, the optimizer moments or the EMA (which updates after the step);
+    - at the start of every iteration (before ``update_learning_rate``) the schedulers (and the optimizers' lr)
+      are snapshot, so they can be put back to where iteration N-1 left them;
     - after ``optimize_parameters`` the logged losses (``log_dict``) are checked too.
 
     Which state is saved: when the gradients of iteration N are non-finite, the step is refused, the schedulers
@@ -74,33 +60,26 @@ def install_nonfinite_guard(model, state: RunState) -> None:
     (or add warm-up / gradient clipping in the model), check the data, then resume. A model with several
     optimizers (GANs) that fails at its second optimizer has already stepped the first network at iteration N.
     """
-    if getattr(model, '_ddsr_nonfinite_guard', False):
-        return
-    model._ddsr_nonfinite_guard = True
-    snapshot = {}
 
-    original_update_lr = model.update_learning_rate
-    original_optimize = model.optimize_parameters
+    def __init__(self) -> None:
+        self.snapshot: dict = {}
 
-    def update_learning_rate(*args, **kwargs):
-        snapshot['schedulers'] = [copy.deepcopy(s.state_dict()) for s in model.schedulers]
-        snapshot['lrs'] = [[group['lr'] for group in o.param_groups] for o in model.optimizers]
-        return original_update_lr(*args, **kwargs)
+    def before_iteration(self, state: RunState, model, current_iter: int) -> None:
+        self.snapshot['schedulers'] = [copy.deepcopy(s.state_dict()) for s in model.schedulers]
+        self.snapshot['lrs'] = [[group['lr'] for group in o.param_groups] for o in model.optimizers]
 
-    def optimize_parameters(current_iter, *args, **kwargs):
-        state.stage = 'training'
-        for optimizer in getattr(model, 'optimizers', []):  # every call: models may rebuild their optimizers
+    def before_optimize(self, state: RunState, model, current_iter: int) -> None:
+        for optimizer in getattr(model, 'optimizers', []):
             _guard_step(optimizer)
-        try:
-            original_optimize(current_iter, *args, **kwargs)
-        except _NonFiniteStep:
-            _stop_nonfinite(model, current_iter, snapshot, state, stepped=False)
+
+    def on_optimize_error(self, state: RunState, model, current_iter: int, err: BaseException) -> None:
+        if isinstance(err, _NonFiniteStep):
+            _stop_nonfinite(model, current_iter, self.snapshot, state, stepped=False)
+
+    def after_optimize(self, state: RunState, model, current_iter: int) -> None:
         bad = {k: v for k, v in (getattr(model, 'log_dict', None) or {}).items() if not _is_finite(v)}
         if bad:
-            _stop_nonfinite(model, current_iter, snapshot, state, stepped=True, losses=bad)
-
-    model.update_learning_rate = update_learning_rate
-    model.optimize_parameters = optimize_parameters
+            _stop_nonfinite(model, current_iter, self.snapshot, state, stepped=True, losses=bad)
 
 
 def _guard_step(optimizer: torch.optim.Optimizer) -> None:
@@ -152,31 +131,3 @@ def _stop_nonfinite(model, current_iter: int, snapshot: dict, state: RunState, s
         saved = (f'no good state to save (the weights are not finite or nothing was trained yet); the last good one is '
                  f'{found} (--auto_resume uses it)' if found else 'no good state to save and no earlier state exists')
     raise NonFiniteLossError(f'non-finite {what} at iteration {current_iter}: training stopped; {saved}')
-
-
-@contextlib.contextmanager
-def installed(state: RunState) -> Iterator[RunState]:
-    """Wire ``state`` and the guards into BasicSR's train/test pipelines for one run; restore BasicSR after it."""
-    import basicsr.train
-    from basicsr.data.data_sampler import EnlargedSampler
-    saved = [(basicsr.train, 'build_model', basicsr.train.build_model),
-             (EnlargedSampler, 'set_epoch', EnlargedSampler.set_epoch)]
-    build_model, set_epoch = basicsr.train.build_model, EnlargedSampler.set_epoch
-
-    def build_guarded_model(opt):
-        model = build_model(opt)
-        if opt.get('is_train'):
-            install_nonfinite_guard(model, state)
-        return model
-
-    def record_epoch(sampler, epoch):
-        state.epoch = epoch
-        return set_epoch(sampler, epoch)
-
-    basicsr.train.build_model = build_guarded_model
-    EnlargedSampler.set_epoch = record_epoch
-    try:
-        yield state
-    finally:
-        for owner, name, original in saved:
-            setattr(owner, name, original)

@@ -1,21 +1,21 @@
 """Name the file behind a data-loading error of a ``basicsr train|test`` run, without changing BasicSR's classes.
 
-While the command line runs BasicSR's pipeline (:func:`reporting_datasets`), each dataset that BasicSR's train/test
-pipeline builds gets an *instance* attribute ``__getitems__`` (the batched-fetch hook of torch's DataLoader). It
-loads the samples with the dataset's own ``__getitem__``; when one fails it finds which of the sample's files
-BasicSR's loader cannot read (decoding each file of that sample, only after a failure) and adds a note naming it
-to the exception, then re-raises the same exception object. Nothing else changes: the dataset's class, its
-``__getitem__``, exception types and messages (notes are separate) are BasicSR's, before, during and after the run,
-and ``basicsr.train.build_dataset`` / ``basicsr.test.build_dataset`` are put back when the run ends.
+While the command line runs BasicSR's pipeline (:class:`ReportingDatasets`, a hook of :mod:`ddsr.run_seam`), each
+dataset that BasicSR's train/test pipeline builds gets an *instance* attribute ``__getitems__`` (the batched-fetch
+hook of torch's DataLoader). It loads the samples with the dataset's own ``__getitem__``; when one fails it finds
+which of the sample's files BasicSR's loader cannot read (decoding each file of that sample, only after a failure)
+and adds a note naming it to the exception, then re-raises the same exception object. Nothing else changes: the
+dataset's class, its ``__getitem__``, exception types and messages (notes are separate) are BasicSR's, before,
+during and after the run, and the hook is removed from the datasets when the run ends.
 
 :func:`describe` turns such an exception (raised in this process, or re-raised from a DataLoader worker, where the
 note travels in the formatted traceback) into one line for the command line.
 """
-import contextlib
 import copy
 import weakref
-from collections.abc import Iterator
 from typing import Any
+
+from ddsr.run_state import RunHook, RunState
 
 MARK = 'ddsr: while loading '  # prefix of the note added to the exception
 
@@ -40,7 +40,7 @@ class _ReportingFetch:
         return samples
 
 
-def _quiet_feeder(original: Any) -> Any:
+def quiet_feeder(original: Any) -> Any:
     """``Queue._on_queue_feeder_error`` that drops ``OSError`` (EBADF / EPIPE): when a run stops, PyTorch closes the
     DataLoader's queues (index queues in this process, result queues in the workers) while their feeder threads may
     still be sending, and ``multiprocessing`` would print that thread's error as a traceback after ddsr's one-line
@@ -57,13 +57,13 @@ def _quiet_feeder(original: Any) -> Any:
 
 
 def _quiet_worker_teardown() -> None:
-    """In a DataLoader worker process (once): :func:`_quiet_feeder` for its result queue."""
+    """In a DataLoader worker process (once): :func:`quiet_feeder` for its result queue."""
     import multiprocessing.queues as mpq
 
     from torch.utils.data import get_worker_info
     queue_cls: Any = mpq.Queue  # the hook is private API meant for overriding (typeshed does not list it)
     if get_worker_info() is not None:
-        queue_cls._on_queue_feeder_error = _quiet_feeder(queue_cls._on_queue_feeder_error)
+        queue_cls._on_queue_feeder_error = quiet_feeder(queue_cls._on_queue_feeder_error)
 
 
 def _add_note(err: BaseException, note: str) -> None:
@@ -126,42 +126,23 @@ def _unreadable(dataset, key: str, path: str) -> str | None:
     return None
 
 
-def _reporting(build, built: list):
+class ReportingDatasets(RunHook):
+    """For one pipeline run: datasets built by BasicSR's train/test pipelines report which file failed (see the
+    module docstring); the hook leaves the datasets when the run ends."""
 
-    def build_dataset(dataset_opt):
-        dataset = build(dataset_opt)
+    def __init__(self) -> None:
+        self.built: list[weakref.ref] = []
+
+    def on_dataset(self, state: RunState, dataset: Any) -> None:
         dataset.__getitems__ = _ReportingFetch(dataset)
-        built.append(weakref.ref(dataset))
-        return dataset
+        self.built.append(weakref.ref(dataset))
 
-    return build_dataset
-
-
-@contextlib.contextmanager
-def reporting_datasets() -> Iterator[None]:
-    """For the duration of one pipeline run: datasets built by BasicSR's train/test pipelines report which file
-    failed (see the module docstring); BasicSR's functions are restored afterwards."""
-    import multiprocessing.queues as mpq
-
-    import basicsr.test
-    import basicsr.train
-    originals = [(module, module.build_dataset) for module in (basicsr.train, basicsr.test)]
-    built: list[weakref.ref] = []
-    for module, build in originals:
-        module.build_dataset = _reporting(build, built)
-    queue_cls: Any = mpq.Queue
-    feeder_error = vars(mpq.Queue)['_on_queue_feeder_error']
-    queue_cls._on_queue_feeder_error = _quiet_feeder(queue_cls._on_queue_feeder_error)
-    try:
-        yield
-    finally:
-        queue_cls._on_queue_feeder_error = feeder_error
-        for module, build in originals:
-            module.build_dataset = build
-        for ref in built:  # drop the hook (and its reference cycle: datasets are freed, LMDBs closed, as before)
+    def exit(self, state: RunState, success: bool) -> None:
+        for ref in self.built:  # drop the hook (and its reference cycle: datasets are freed, LMDBs closed, as before)
             dataset = ref()
             if dataset is not None:
                 vars(dataset).pop('__getitems__', None)
+        self.built.clear()
 
 
 def describe(err: BaseException) -> str | None:

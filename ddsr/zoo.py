@@ -18,14 +18,12 @@ the URL and ``ddsr models --add NAME FILE`` (a file obtained elsewhere, verified
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
-import functools
 import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -278,30 +276,6 @@ def resolve_option_paths(opt: dict, quiet: bool = False) -> dict:
             if str(key).startswith('pretrain_network') and is_model_ref(value):
                 paths[key] = resolve(value, quiet)
     return opt
-
-
-@contextlib.contextmanager
-def resolving_option_paths() -> Iterator[None]:
-    """For one ``basicsr train|test`` run: BasicSR's ``parse_options`` followed by :func:`resolve_option_paths`, so
-    the pipeline loads the cached file of every ``ddsr://NAME`` (BasicSR's own function is put back after it)."""
-    import basicsr.test
-    import basicsr.train
-    saved = [(module, module.parse_options) for module in (basicsr.train, basicsr.test)]
-
-    def wrap(parse_options: Callable) -> Callable:
-        @functools.wraps(parse_options)
-        def parse(*args: object, **kwargs: object) -> tuple:
-            opt, parsed = parse_options(*args, **kwargs)
-            return resolve_option_paths(opt, quiet=True), parsed
-        return parse
-
-    for module, parse_options in saved:
-        module.parse_options = wrap(parse_options)
-    try:
-        yield
-    finally:
-        for module, parse_options in saved:
-            module.parse_options = parse_options
 
 
 def copy_into_cache(name: str, src: str | os.PathLike) -> Path:

@@ -11,13 +11,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / 'ddsr'
 
 # Layers, lowest first: a unit may import units of a lower rank (and itself), never a higher or an equal other one.
 RANK = {
-    'errors': 0, 'registry_import': 0, 'progress': 0, 'fileio': 0,
+    'errors': 0, 'registry_import': 0, 'progress': 0, 'fileio': 0, 'run_state': 0,
     'checkpoint': 1, 'option_file': 1, 'zoo': 1,
     'compat': 2,
     'archs': 3, 'losses': 3, 'data': 3,
     'guards': 4, 'sample_errors': 4, 'runlock': 4, 'console': 4, 'detect': 4, 'registration': 4,
     'compress': 5, 'deploy': 5, 'preempt': 5,
-    'bench': 6, 'api': 6,
+    'bench': 6, 'api': 6, 'run_seam': 6,
     'models': 7,
     'checks': 8,
     'commands': 9,

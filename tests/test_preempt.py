@@ -22,7 +22,7 @@ import torch
 
 from ddsr import checkpoint
 from ddsr.preempt import EXIT_PREEMPTED
-from tests.conftest import REPO_ROOT, write_options
+from tests.conftest import REPO_ROOT, run_cli_inprocess, write_options
 
 TOTAL = 400  # iterations; the LR halves at 100 and 250; one epoch = 7 iterations (dataset_enlarge_ratio)
 ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1',
@@ -258,22 +258,106 @@ def test_a_second_run_on_a_run_folder_in_use_is_refused(tmp_path):
     assert len(_states(exp)) == 1 and not (tmp_path / 'experiments' / '.busy.lock').exists()
 
 
-def test_ctrl_c_before_the_first_checkpoint_keeps_the_run_folder(tmp_path):
-    """Plain BasicSR keeps experiments/<name> and tb_logger/<name> on Ctrl-C; so does ddsr, and says where."""
+def test_ctrl_c_saves_the_state_exits_130_and_auto_resume_continues_from_it(tmp_path):
+    """Issue 26 (2): Ctrl-C (SIGINT) during training behaves like SIGTERM: the current iteration ends, its state and
+    checkpoint are saved, exit 130; ``--auto_resume`` continues from that iteration."""
     opt = _opt(tmp_path, 'ctrlc')
     opt['train']['total_iter'] = 100000
     opt['logger'].update(save_checkpoint_freq=5000, use_tb_logger=True)  # BasicSR's default checkpoint period
     yml = write_options(tmp_path / 'ctrlc.yml', opt)
     exp = tmp_path / 'experiments' / 'ctrlc'
     proc = _train(yml, tmp_path)
-    _wait_for_iter(proc, exp, 3)
+    _wait_for_iter(proc, exp, random.Random(26).randint(3, 20))
     proc.send_signal(signal.SIGINT)
     err = _finish(proc)
     assert proc.returncode == 130, err[-2000:]
-    assert err.rstrip().splitlines()[-2:] == ['interrupted', 'run folder kept: experiments/ctrlc, tb_logger/ctrlc']
-    assert len(list(exp.glob('train_ctrlc_*.log'))) == 1 and (exp / 'ctrlc.yml').read_text().count('name: ctrlc') == 1
-    assert list((tmp_path / 'tb_logger' / 'ctrlc').glob('events.out.tfevents.*'))
+    assert _states(exp) and len(_states(exp)) == 1, err[-2000:]
+    n = _states(exp)[0]
+    state_path = exp / 'training_states' / f'{n}.state'
+    assert 'SIGINT received: training stops after the current iteration and saves its state; Ctrl-C again aborts ' \
+           'at once without saving' in err
+    assert f'interrupted (SIGINT) after iteration {n}: training state saved to {state_path} (+ models/net_*_{n}.pth);' \
+           ' continue with --auto_resume' in err, err[-2000:]
+    assert err.rstrip().splitlines()[-1] == 'run folder kept: experiments/ctrlc, tb_logger/ctrlc'
+    assert checkpoint.load_training_state(str(state_path), 'cpu')['iter'] == n
+    assert (exp / 'models' / f'net_g_{n}.pth').is_file() and _logged_iter(exp) == n
+    resumed = _train(yml, tmp_path, '--auto_resume', '--force_yml', f'train:total_iter={n + 3}')
+    err = _finish(resumed)
+    assert resumed.returncode == 0, err[-2000:]
+    log = sorted(exp.glob('train_*.log'), key=lambda p: p.stat().st_mtime)[-1].read_text()
+    assert 'Resuming training from epoch' in log and f'iter: {n}.' in log and _logged_iter(exp) == n + 3
+
+
+def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_run_folder(tmp_path):
+    """The second Ctrl-C does not wait for the iteration: exit 130 at once, nothing saved, the run folder kept."""
+    opt = _opt(tmp_path, 'twice')
+    opt['network_g'].update(num_feat=64, num_block=16)  # iterations of about a second: time for a second Ctrl-C
+    opt['train']['total_iter'] = 100000
+    opt['logger'].update(save_checkpoint_freq=5000, use_tb_logger=True)
+    yml = write_options(tmp_path / 'twice.yml', opt)
+    exp = tmp_path / 'experiments' / 'twice'
+    proc = _train(yml, tmp_path)
+    _wait_for_iter(proc, exp, 2)
+    proc.send_signal(signal.SIGINT)
+    deadline = time.time() + 60
+    while 'SIGINT received' not in proc.stderr_path.read_text() and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    err = _finish(proc)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.rstrip().splitlines()[-2:] == ['interrupted', 'run folder kept: experiments/twice, tb_logger/twice']
+    assert len(list(exp.glob('train_twice_*.log'))) == 1 and (exp / 'twice.yml').read_text().count('name: twice') == 1
+    assert list((tmp_path / 'tb_logger' / 'twice').glob('events.out.tfevents.*'))
     assert not list(exp.rglob('*.state')) and not list(exp.rglob('*.pth'))
+
+
+def test_auto_resume_with_nothing_to_resume_says_so(tmp_path, one_thread):
+    """``--auto_resume`` without a state: one console line says that training starts at 0 and what happened to the
+    run folder (BasicSR renames an existing one)."""
+    opt = _opt(tmp_path, 'fresh')
+    opt['train']['total_iter'] = 2
+    opt['logger'].update(save_checkpoint_freq=2, console='progress')
+    yml = write_options(tmp_path / 'fresh.yml', opt)
+    code, out, err = run_cli_inprocess(['basicsr', 'train', '-opt', yml, '--auto_resume'], tmp_path)
+    assert code == 0, err[-2000:]
+    said = [line for line in (out + err).splitlines() if '--auto_resume' in line]
+    assert said == ['warning: --auto_resume: nothing to resume in experiments/fresh/training_states; training starts '
+                    'at iteration 0; no earlier run folder existed'], out + err
+    # a folder left by a run stopped before any save (its log only): renamed, and said so
+    for path in (tmp_path / 'experiments' / 'fresh').rglob('*'):
+        if path.suffix in ('.state', '.pth'):
+            path.unlink()
+    code, out, err = run_cli_inprocess(['basicsr', 'train', '-opt', yml, '--auto_resume'], tmp_path)
+    assert code == 0, err[-2000:]
+    archived = [p.name for p in (tmp_path / 'experiments').glob('fresh_archived_*')]
+    assert len(archived) == 1
+    said = [line for line in (out + err).splitlines() if '--auto_resume' in line]
+    assert said == ['warning: --auto_resume: nothing to resume in experiments/fresh/training_states; training starts '
+                    f'at iteration 0; the existing run folder (no training state in it) was renamed to '
+                    f'experiments/{archived[0]}'], out + err
+
+
+def test_second_sigint_raises_keyboard_interrupt_in_the_main_process_only():
+    """The handler itself: the first SIGINT requests a stop, the second raises; a forked worker ignores both."""
+    from ddsr import preempt
+    from ddsr.run_state import RunState
+    hook = preempt.Preemption()
+    before = signal.getsignal(signal.SIGINT)
+    hook.enter(RunState(phase='train'))
+    try:
+        assert preempt._REQUEST['signal'] is None
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert preempt._REQUEST['signal'] == 'SIGINT'
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+        preempt._OWNER['pid'] = -1  # as in a DataLoader worker: not the process that runs the training
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+    finally:
+        hook.exit(RunState(phase='train'), False)
+    assert signal.getsignal(signal.SIGINT) is before and preempt._REQUEST['signal'] is None
 
 
 def test_sigterm_to_torchrun_stops_both_workers_at_one_iteration(tmp_path):
