@@ -42,7 +42,7 @@ def side_by_side(panels: list[tuple[str, np.ndarray]], gap: int = GAP) -> np.nda
         raise ValueError(f'panels differ in size: {[img.shape[:2] for img in images]}')
     n = len(images)
     canvas = np.full((h + CAPTION_HEIGHT, n * w + (n - 1) * gap, 3), 255, np.uint8)
-    for idx, ((label, _), img) in enumerate(zip(panels, images)):
+    for idx, ((label, _), img) in enumerate(zip(panels, images, strict=True)):
         x0 = idx * (w + gap)
         canvas[:h, x0:x0 + w] = img
         scale = 0.5
