@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ddsr.checkpoint import build_network, load_file, load_weights
     from ddsr.checks.networks import check_network
-    from ddsr.models.enhanced import make_enhanced_hr
+    from ddsr.models.parts.enhanced import make_enhanced_hr
     net_opt, weights, param_key = _teacher(args)
     check_network(net_opt, 'teacher network')
     if not isinstance(weights, str) or not os.path.isfile(weights):
