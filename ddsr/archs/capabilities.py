@@ -12,7 +12,7 @@ Every ddsr arch (DDistillSR, DIPNet, EDSRmini, SwinIRmini) implements :class:`Ar
   included), the ``arch`` entry of a self-describing checkpoint.
 
 :func:`capabilities_of` answers for any network or arch dict: ddsr archs answer themselves; other archs
-(BasicSR's EDSR, MSRResNet, SwinIR, ...) get the defaults written here.
+(BasicSR's EDSR, MSRResNet, SwinIR, ...) get the defaults written here and their arch unit's requirements.
 """
 import inspect
 import math
@@ -81,11 +81,12 @@ def implements_protocol(net_or_cls: Any) -> bool:
 def capabilities_of(net_or_arch: nn.Module | Mapping) -> Capabilities:
     """Capabilities of a network, or of an arch dict ``{'type': ..., **kwargs}`` (type from BasicSR's registry).
 
-    Other packages' archs: size from their arch unit (:func:`ddsr.archs.units.known_requirements`, else any size), ``multiple`` = their attention
-    window (:func:`window_multiple`; BasicSR's SwinIR does not pad), ``grid`` = the net's ESA grid
-    (:func:`ddsr.archs.esa_upsample.grid_stride`); deployed unless they have a ``switch_to_deploy`` and no true
-    ``deploy`` flag (in doubt: not deployed, since converting is the safe side: ddsr's conversions are idempotent)
-    or hold a ddsr arch that is not deployed; a ddsr arch inside adds its size requirements.
+    Other packages' archs: size from their arch unit (:func:`ddsr.archs.units.known_requirements`, else any
+    size), ``multiple`` = their attention window (:func:`window_multiple`; BasicSR's SwinIR does not pad),
+    ``grid`` = the net's ESA grid (:func:`ddsr.archs.esa_upsample.grid_stride`); deployed unless they have a
+    ``switch_to_deploy`` and no true ``deploy`` flag (in doubt: not deployed, since converting is the safe side:
+    ddsr's conversions are idempotent) or hold a ddsr arch that is not deployed; a ddsr arch inside adds its size
+    requirements.
     """
     if isinstance(net_or_arch, Mapping):
         return _arch_capabilities(net_or_arch)

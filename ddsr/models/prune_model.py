@@ -39,4 +39,4 @@ def PruneSRModel(opt: dict) -> SRModel:  # noqa: N802  (the model_type name opti
     return procedure(opt)(opt)
 
 
-PruneSRModel.procedure = procedure  # type: ignore[attr-defined]  # read by ddsr.checks (which class it builds)
+PruneSRModel.procedure = procedure  # read by ddsr.checks (which class it builds)
