@@ -10,9 +10,9 @@ from pathlib import Path
 
 from torch import nn
 
+from ddsr import checkpoint
 from ddsr.archs.reparam import switch_to_deploy
-from ddsr.checkpoint import (PARAM_KEYS, atomic_save, build_network, is_state_dict, load_file, state_mismatch,
-                             strip_module)
+from ddsr.checkpoint import PARAM_KEYS, atomic_save, build_network, is_state_dict, load_file, strip_module
 from ddsr.deploy.export import arch_config, fold_dynamic_bn
 from ddsr.errors import DDSRError
 from ddsr.option_file import load_options
@@ -43,7 +43,7 @@ def deploy_network(config: Mapping, state_dict: Mapping, fold_bn: bool = False) 
     net = build_network(config, deploy=False)
     state_dict = strip_module(state_dict)
     expected = net.state_dict()
-    misfit = state_mismatch(expected, state_dict)
+    misfit = checkpoint.state_mismatch(expected, state_dict)
     missing, unexpected, wrong = sorted(misfit.missing), sorted(misfit.unexpected), misfit.shapes
     if missing or unexpected or wrong:
         raise DDSRError(f"checkpoint is not the {config['type']} train form {dict(config)}: "
