@@ -3,7 +3,9 @@ docs/architectures.md gets detection, size requirements and ``ddsr upscale --wei
 arch table is read from the unit registry and exists once; networks are built in one place."""
 import ast
 import importlib
+import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -99,6 +101,20 @@ def test_tables_are_read_from_the_units():
                                                                                          'upscale': 3}
     with pytest.raises(ValueError, match='cannot be compressed'):
         compact.family({'type': 'DIPNet'})
+
+
+def test_recognising_ddsr_archs_imports_no_basicsr(tmp_path):
+    """detect.resolve_arch on plain state dicts of DIPNet and DDistillSR (each detector runs, the candidates are
+    built on the meta device) in a process that never imports basicsr: inference's promise."""
+    code = ('import json, sys, torch\nimport ddsr\nfrom ddsr.archs.registry import build_network\n'
+            'from ddsr.detect import resolve_arch\nfound = []\n'
+            'for arch in ({"type": "DIPNet", "num_feat": 8, "num_mid": 6, "num_block": 1, "esa_channels": 4, '
+            '"upscale": 2}, {"type": "DDistillSR", "num_feat": 8, "dyn_dim": 4, "upscale": 3}):\n'
+            '    found.append(resolve_arch(build_network(arch).state_dict())["type"])\n'
+            'print(json.dumps([found, "basicsr" in sys.modules]))')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [['DIPNet', 'DDistillSR'], False]
 
 
 def test_a_name_claimed_by_two_units_is_an_error(monkeypatch):
