@@ -15,7 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import ddsr  # noqa: F401  (registration)
-from ddsr.archs.ddistill_arch import DDistillSR
+from ddsr.archs.ddistill.ddistill_arch import DDistillSR
 
 
 def macs(net: torch.nn.Module, x: torch.Tensor) -> int:

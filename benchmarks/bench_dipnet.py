@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import ddsr  # noqa: F401  (compat + registration)
-from ddsr.archs.dipnet_arch import DIPNet
+from ddsr.archs.dipnet.dipnet_arch import DIPNet
 from ddsr.compress.dipnet_prune import prune_dipnet
 
 

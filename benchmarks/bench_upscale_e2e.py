@@ -32,8 +32,8 @@ from report import load_average, publish  # benchmarks/report.py
 
 REPO = Path(__file__).resolve().parents[1]
 LR_SIZE = (480, 270)  # (w, h)
-NETS = {'DIPNet': ('ddsr.archs.dipnet_arch', 'DIPNet', '{}'),
-        'DDistill-SR': ('ddsr.archs.ddistill_arch', 'DDistillSR', '{"upscale": 4, "deploy": true}')}
+NETS = {'DIPNet': ('ddsr.archs.dipnet.dipnet_arch', 'DIPNet', '{}'),
+        'DDistill-SR': ('ddsr.archs.ddistill.ddistill_arch', 'DDistillSR', '{"upscale": 4, "deploy": true}')}
 
 BASELINE = '''
 import sys, glob, os, json

@@ -15,7 +15,9 @@ removed, as BasicSR does.
 Writes are atomic (temporary file in the same folder, fsync, ``os.replace``) so a kill at any moment leaves the old
 or the new file, never a truncated one; the file gets the mode ``torch.save`` would give it (0666 minus the umask).
 
-Only ``torch`` is imported at module level; the ARCH registry (BasicSR) is imported when a network is built.
+Only ``torch`` is imported at module level. Networks are built by :func:`ddsr.archs.registry.build_network` (the
+one construction home, re-exported here): ddsr's archs without importing basicsr, others through BasicSR's registry.
+:func:`state_mismatch` is the one answer to "does this state dict fit this network".
 """
 import io
 import os
@@ -27,7 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddsr.errors import DDSRError, UnknownTypeError
+from ddsr.archs.registry import arch_class, build_network  # noqa: F401  (public here too: the one home re-exported)
+from ddsr.errors import DDSRError
 from ddsr.fileio import atomic_write
 
 PARAM_KEYS = ('params', 'params_ema')
@@ -69,6 +72,30 @@ def is_state_dict(obj: object) -> bool:
 def strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` with the ``module.`` prefix of (Distributed)DataParallel removed from its keys."""
     return {(k[7:] if str(k).startswith('module.') else k): v for k, v in state.items()}
+
+
+@dataclass(frozen=True)
+class StateMismatch:
+    """How a state dict differs from a network's ``state_dict()``: keys the network has and the state lacks,
+    keys the state has and the network lacks, and keys in both with another shape (all in the network's order,
+    unexpected ones in the state's)."""
+    missing: list[str]
+    unexpected: list[str]
+    shapes: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shapes)
+
+
+def _shape(value: Any) -> tuple | None:
+    return tuple(value.shape) if hasattr(value, 'shape') else None
+
+
+def state_mismatch(own: Mapping[str, Any], state: Mapping[str, Any]) -> StateMismatch:
+    """Does ``state`` fit a network whose ``state_dict()`` is ``own`` (keys and shapes, as ``load_state_dict``
+    with ``strict=True`` checks them)? Falsy when it fits."""
+    return StateMismatch([k for k in own if k not in state], [k for k in state if k not in own],
+                         [k for k in own if k in state and _shape(state[k]) != _shape(own[k])])
 
 
 def read(path: str | os.PathLike, label: str = 'checkpoint') -> Checkpoint:
@@ -135,25 +162,6 @@ def save_self_describing(path: str | os.PathLike, params: Mapping[str, torch.Ten
             'arch': dict(arch), **extra}
     atomic_save(ckpt, str(path))
     return ckpt
-
-
-def arch_class(arch_type: str) -> type:
-    """The class registered under ``arch_type`` in BasicSR's ARCH registry (ddsr's archs included)."""
-    from basicsr.utils.registry import ARCH_REGISTRY
-    return ARCH_REGISTRY.get(arch_type)
-
-
-def build_network(arch: Mapping, **overrides: Any) -> nn.Module:
-    """Instantiate ``arch['type']`` with the other keys (and ``overrides``) as kwargs."""
-    if not isinstance(arch, Mapping) or not isinstance(arch.get('type'), str):
-        raise DDSRError(f'an arch is a mapping with a "type" name and the kwargs, got {arch!r}')
-    try:
-        cls = arch_class(arch['type'])
-    except KeyError as err:  # UnknownTypeError names close names
-        raise UnknownTypeError(str(err.args[0]) if err.args else arch['type']) from None
-    kwargs = {k: v for k, v in arch.items() if k != 'type'}
-    kwargs.update(overrides)
-    return cls(**kwargs)
 
 
 def network_arch(net: nn.Module, base: Mapping | None = None) -> dict:

@@ -1,7 +1,7 @@
 """When ddsr's classes enter BasicSR's registries: lazily, so that inference never imports the ``basicsr`` package.
 
 Importing ``basicsr`` imports every BasicSR arch, model, dataset, loss and torchvision (~3 s on a 2-core machine);
-``ddsr upscale`` needs none of it: the deploy networks (:mod:`ddsr.archs.dipnet_arch`, ...) are pure PyTorch
+``ddsr upscale`` needs none of it: the deploy networks (:mod:`ddsr.archs.dipnet.dipnet_arch`, ...) are pure PyTorch
 modules. So ``import ddsr`` is light (no torch, no basicsr) and the BasicSR side is wired up in two steps:
 
 1. **When ``basicsr`` is imported** (by anyone, after ``import ddsr``): a one-shot ``sys.meta_path`` hook
@@ -11,7 +11,8 @@ modules. So ``import ddsr`` is light (no torch, no basicsr) and the BasicSR side
    ``import ddsr`` does this at once.
 2. **When a BasicSR registry is first used** (``ARCH_REGISTRY.get``, ``in``, iteration, ``keys``; e.g. by
    ``build_network({'type': 'DIPNet'})``, ``build_model``, ``basicsr train``): :func:`register_all` imports every
-   ``*_arch.py`` / ``*_dataset.py`` / ``*_loss.py`` / ``*_model.py`` of ddsr, as ``import ddsr`` did before. Doing
+   arch unit's ``*_arch.py`` and every ``*_dataset.py`` / ``*_loss.py`` / ``*_model.py`` of ddsr, as ``import ddsr``
+   did before. Doing
    this on first use rather than right after BasicSR's import means it never runs while some ddsr module is
    half-imported (a ddsr module importing ``basicsr`` at its top triggers step 1, not step 2).
 
@@ -33,7 +34,7 @@ from types import ModuleType
 
 from ddsr.registry_import import REGISTRATION as STATE
 
-SUBPACKAGES = {'archs': '_arch', 'data': '_dataset', 'losses': '_loss', 'models': '_model'}
+SUBPACKAGES = {'data': '_dataset', 'losses': '_loss', 'models': '_model'}  # archs: the arch units' networks
 
 
 def register_all() -> None:
@@ -44,6 +45,7 @@ def register_all() -> None:
     try:
         from ddsr.archs import registry
         from ddsr.registry_import import import_modules
+        registry.import_networks()  # every arch unit's *_arch modules (ddsr.archs.units)
         for package, suffix in SUBPACKAGES.items():
             pkg = importlib.import_module(f'ddsr.{package}')
             import_modules(pkg.__name__, list(pkg.__path__), suffix)

@@ -23,12 +23,12 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from ddsr.archs.units import PretrainedModel, pretrained_models
 from ddsr.errors import DDSRError
 from ddsr.fileio import atomic_copy, atomic_write, cache_root, sha256_file
 
@@ -38,58 +38,8 @@ TIMEOUT_S = 30.0  # per socket operation (connect / read)
 CHUNK = 1 << 16
 
 
-@dataclass(frozen=True)
-class PretrainedModel:
-    """One published checkpoint: what it is, where it comes from, how to build its network."""
-    name: str
-    arch: Mapping  # network_g: {'type': ..., **kwargs}, the form the file holds
-    url: str
-    sha256: str
-    license: str
-    form: str  # 'deploy' (inference weights, branches fused) or 'train'
-    source: str  # the work that published it
-    notes: str = ''
-    param_key: str | None = None  # entry holding the weights (None: a plain state dict)
-    aliases: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def file_name(self) -> str:
-        return Path(urlparse(self.url).path).name
-
-    @property
-    def scale(self) -> int:
-        return int(self.arch.get('upscale', 4))
-
-
-def _released(name: str, arch: dict, github_file: str, sha256: str, license: str, source: str, notes: str,
-              aliases: tuple[str, ...]) -> PretrainedModel:
-    """A deploy-form plain state dict published in a GitHub repository (``owner/repo/branch/path``)."""
-    return PretrainedModel(name, arch, f'https://raw.githubusercontent.com/{github_file}', sha256, license, 'deploy',
-                           source, notes, aliases=aliases)
-
-
-MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
-    _released('DDistill-SR-x4', {'type': 'DDistillSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 56, 'dyn_dim': 16,
-                                 'upscale': 4, 'deploy': True},
-              'icandle/DDistill-SR/main/model-backup/DDistill-SRx4_inference.pth',
-              'd0a7a6d99dcfbd8ea605e83354b8c1225bbd6aab6656ca07793df9a7c08db5a4', 'Apache-2.0',
-              'Wang et al., DDistill-SR (icandle/DDistill-SR, model-backup/)',
-              'x4 inference (reparameterized) weights, 56 features, L=16; plain state dict, RGB in [0, 1]',
-              ('DDistillSR-x4', 'DDistill-SRx4')),
-    _released('DIPNet-x4', {'type': 'DIPNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 44, 'num_mid': 38,
-                            'num_block': 4, 'esa_channels': 16, 'upscale': 4, 'deploy': True},
-              'xiumu00/DIPNet/master/model_zoo/DIPNet.pth',
-              '7495450802b78cd15f4892851b2479de6605b24f1df1dbbfcaa5227201d61cc1', 'MIT',
-              'Yu et al., DIPNet, fastest inference of all NTIRE 2023 efficient SR challenge entries '
-              '(xiumu00/DIPNet, model_zoo/)',
-              'x4 deploy weights, 44 features, middle width 38, 4 blocks, ESA 16; plain state dict, RGB in [0, 1]',
-              ('DIPNet', 'DIPNet_x4')),
-)}
-# DIPNet's description: its paper's abstract says it "achieves the fastest inference time among all participants in the
-# NTIRE 2023 efficient super-resolution challenge while maintaining competitive super-resolution performance"; that
-# is the claim made here (first in runtime), not that it won the challenge.
-# Not listed: the train-form DDistill-SRx2/x3/x4.pth of the same DDistill-SR folder, whose sha256 could not be
-# established here (no network access when this registry was written); listing a file means verifying it.
+# The released models are declared by their arch units (ddsr/archs/<unit>/__init__.py, ``ArchUnit.models``).
+MODELS: dict[str, PretrainedModel] = pretrained_models()
 
 
 def lookup(name: str) -> PretrainedModel:

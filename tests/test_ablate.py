@@ -189,7 +189,7 @@ def test_finetune_and_chain_options(tmp_path):
     assert pruning['path']['pretrain_network_g'] == str(ablate.FT_WEIGHTS) and pruning['path']['param_key_g'] is None
     assert pruning['prune']['steps'] == 2 and pruning['train']['optim_g']['lr'] == 1e-4
     # the arms after pruning start from the seed's pruned checkpoint, with its widths
-    from ddsr.archs.dipnet_arch import DIPNet
+    from ddsr.archs.dipnet.dipnet_arch import DIPNet
     from ddsr.checkpoint import save_self_describing
     pruned = DIPNet(mid_channels=[21, 21, 21, 20])
     (tmp_path / 'experiments' / 'p' / 'models').mkdir(parents=True)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from basicsr.archs.edsr_arch import EDSR
 
-from ddsr.archs.edsrmini_arch import EDSRmini
-from ddsr.archs.swinirmini_arch import SwinIRmini
+from ddsr.archs.edsr.edsrmini_arch import EDSRmini
+from ddsr.archs.swinir.swinirmini_arch import SwinIRmini
 from ddsr.bench.efficiency import count_macs_activations, count_params
 from ddsr.checkpoint import build_network as build
 from ddsr.compress.compact import compress_state

@@ -12,7 +12,7 @@ from skimage import data as skdata
 
 import ddsr  # noqa: F401  (registration)
 from ddsr.archs.dbb import DiverseBranchBlock, IdentityConv1x1
-from ddsr.archs.ddistill_arch import DDistillSR
+from ddsr.archs.ddistill.ddistill_arch import DDistillSR
 from ddsr.archs.reparam import switch_to_deploy
 from ddsr.cli import main as cli_main
 from ddsr.deploy.convert import convert_checkpoint

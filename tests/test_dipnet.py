@@ -12,7 +12,7 @@ from skimage import data
 
 import ddsr  # noqa: F401  (compat + registration before basicsr imports)
 from ddsr.archs import reparam
-from ddsr.archs.dipnet_arch import DIPNet
+from ddsr.archs.dipnet.dipnet_arch import DIPNet
 from ddsr.compress.dipnet_prune import importance, iterative_schedule, prune_dipnet, widths_after
 
 SHARED = Path(__file__).resolve().parents[2] / 'shared'

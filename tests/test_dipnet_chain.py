@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from ddsr.archs.dipnet_arch import DIPNet
+from ddsr.archs.dipnet.dipnet_arch import DIPNet
 from ddsr.compress.dipnet_prune import importance, iterative_schedule, prune_dipnet
 from tests.conftest import REPO_ROOT, run_cli, write_options
 

@@ -13,7 +13,7 @@ from ddsr.errors import DDSRError
 from ddsr.losses.feature_distill_loss import FeatureDistillLoss
 from ddsr.losses.lap_pyramid_loss import LapPyramidLoss
 from ddsr.models.distill_model import DistillSRModel
-from ddsr.models.hooks import FeatureRecorder
+from ddsr.models.parts.hooks import FeatureRecorder
 from tests.conftest import run_cli, write_options
 
 TEACHER = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 24, 'num_block': 2, 'upscale': 4}

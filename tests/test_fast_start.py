@@ -48,12 +48,14 @@ def test_deploy_networks_import_without_basicsr_and_register_on_use():
 
 
 def test_arch_table_names_every_registered_ddsr_arch():
-    """ddsr.archs.registry.MODULES (name -> module, for lookups without importing every arch) is complete."""
-    from ddsr.archs.registry import MODULES
+    """The arch units' network table (type name -> module, for lookups without importing every arch) is complete:
+    every ``@ARCH_REGISTRY.register()`` class of ddsr/archs/ is named by exactly one unit, with its module."""
+    from ddsr.archs.units import network_modules
     found = {}
-    for path in sorted((REPO_ROOT / 'ddsr' / 'archs').glob('*_arch.py')):
+    for path in sorted((REPO_ROOT / 'ddsr' / 'archs').rglob('*_arch.py')):
+        module = '.'.join(path.relative_to(REPO_ROOT).with_suffix('').parts)
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef) and any(
                     'ARCH_REGISTRY.register' in ast.unparse(deco) for deco in node.decorator_list):
-                found[node.name] = f'ddsr.archs.{path.stem}'
-    assert len(found) == 4 and found == MODULES
+                found[node.name] = module
+    assert len(found) == 4 and found == network_modules()

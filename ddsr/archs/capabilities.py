@@ -12,50 +12,24 @@ Every ddsr arch (DDistillSR, DIPNet, EDSRmini, SwinIRmini) implements :class:`Ar
   included), the ``arch`` entry of a self-describing checkpoint.
 
 :func:`capabilities_of` answers for any network or arch dict: ddsr archs answer themselves; other archs
-(BasicSR's EDSR, MSRResNet, SwinIR, ...) get the defaults written here.
+(BasicSR's EDSR, MSRResNet, SwinIR, ...) get the defaults written here and their arch unit's requirements.
 """
-import copy
 import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import torch
 from torch import nn
 
-from ddsr.archs.esa_upsample import ESA_MIN_INPUT, ESA_STRIDE, grid_stride
-from ddsr.archs.registry import arch_class
+from ddsr.archs.esa_upsample import grid_stride
+from ddsr.archs.registry import arch_class, build_network
+from ddsr.archs.sizes import ANY_SIZE, ESA_REQUIREMENTS, SizeRequirements
+from ddsr.archs.units import known_requirements
 
-
-@dataclass(frozen=True)
-class SizeRequirements:
-    """Input constraints of a network, in LR px.
-
-    Attributes:
-        min_size: Smallest input side the forward accepts (ESA nets: 15).
-        multiple: Input sides must be multiples of this (Swin nets: the window size); inputs are padded up to it.
-        grid: Tile origins must be multiples of this for tiled inference to be exact (ESA nets: 6).
-    """
-    min_size: int = 1
-    multiple: int = 1
-    grid: int = 1
-
-    def fit(self, side: int) -> int:
-        """Smallest side >= ``side`` that meets both ``min_size`` and ``multiple``."""
-        side = max(side, self.min_size)
-        return side + (-side) % self.multiple
-
-    @property
-    def smallest(self) -> int:
-        """Smallest side meeting both ``min_size`` and ``multiple``."""
-        return self.fit(1)
-
-
-ANY_SIZE = SizeRequirements()
-# ESA (RFDN, RLFN, DIPNet, DDistill-SR): conv 3x3 stride 2 unpadded, then max-pool 7 stride 3 -> >= 15 px.
-ESA_REQUIREMENTS = SizeRequirements(min_size=ESA_MIN_INPUT, multiple=1, grid=ESA_STRIDE)
-# Archs that are not ddsr's own and need more than ANY_SIZE, by registered type name (ESA nets of other packages).
+__all__ = ['ANY_SIZE', 'ESA_REQUIREMENTS', 'ArchCapabilities', 'Capabilities', 'ReparamESACapabilities',
+           'SizeRequirements', 'capabilities_of', 'implements_protocol', 'is_deployed', 'size_requirements',
+           'window_multiple']
 
 
 class ReparamESACapabilities:
@@ -70,9 +44,6 @@ class ReparamESACapabilities:
 
     def size_requirements(self) -> SizeRequirements:
         return ESA_REQUIREMENTS
-
-
-KNOWN_REQUIREMENTS: dict[str, SizeRequirements] = {'RFDN': ESA_REQUIREMENTS, 'RLFN': ESA_REQUIREMENTS}
 
 
 @runtime_checkable
@@ -110,11 +81,12 @@ def implements_protocol(net_or_cls: Any) -> bool:
 def capabilities_of(net_or_arch: nn.Module | Mapping) -> Capabilities:
     """Capabilities of a network, or of an arch dict ``{'type': ..., **kwargs}`` (type from BasicSR's registry).
 
-    Other packages' archs: size from :data:`KNOWN_REQUIREMENTS` (else any size), ``multiple`` = their attention
-    window (:func:`window_multiple`; BasicSR's SwinIR does not pad), ``grid`` = the net's ESA grid
-    (:func:`ddsr.archs.esa_upsample.grid_stride`); deployed unless they have a ``switch_to_deploy`` and no true
-    ``deploy`` flag (in doubt: not deployed, since converting is the safe side: ddsr's conversions are idempotent)
-    or hold a ddsr arch that is not deployed; a ddsr arch inside adds its size requirements.
+    Other packages' archs: size from their arch unit (:func:`ddsr.archs.units.known_requirements`, else any
+    size), ``multiple`` = their attention window (:func:`window_multiple`; BasicSR's SwinIR does not pad),
+    ``grid`` = the net's ESA grid (:func:`ddsr.archs.esa_upsample.grid_stride`); deployed unless they have a
+    ``switch_to_deploy`` and no true ``deploy`` flag (in doubt: not deployed, since converting is the safe side:
+    ddsr's conversions are idempotent) or hold a ddsr arch that is not deployed; a ddsr arch inside adds its size
+    requirements.
     """
     if isinstance(net_or_arch, Mapping):
         return _arch_capabilities(net_or_arch)
@@ -122,7 +94,7 @@ def capabilities_of(net_or_arch: nn.Module | Mapping) -> Capabilities:
     if isinstance(net, ArchCapabilities):
         return Capabilities(net.size_requirements(), bool(net.is_deployed), dict(net.config()))
     parts = [m for m in net.modules() if m is not net and isinstance(m, ArchCapabilities)]  # ddsr archs inside
-    sizes = [KNOWN_REQUIREMENTS.get(type(net).__name__, ANY_SIZE), SizeRequirements(1, window_multiple(net),
+    sizes = [known_requirements().get(type(net).__name__, ANY_SIZE), SizeRequirements(1, window_multiple(net),
                                                                                    grid_stride(net))]
     sizes += [m.size_requirements() for m in parts]
     size = SizeRequirements(max(s.min_size for s in sizes), math.lcm(*(s.multiple for s in sizes)),
@@ -146,12 +118,7 @@ def _arch_capabilities(arch: Mapping) -> Capabilities:
     kwargs = {k: v for k, v in arch.items() if k != 'type'}
     cls = arch_class(arch['type'])  # ddsr's archs without importing basicsr (ddsr.archs.registry)
     if implements_protocol(cls):
-        try:
-            with torch.device('meta'):
-                net = cls(**copy.deepcopy(kwargs))
-        except Exception:  # noqa: B902  (an arch that computes values at build time: built on the CPU)
-            net = cls(**copy.deepcopy(kwargs))
-        return capabilities_of(net)
+        return capabilities_of(build_network(arch, meta=True))
     params = inspect.signature(cls).parameters
 
     def value(name: str, default: Any) -> Any:
@@ -160,7 +127,7 @@ def _arch_capabilities(arch: Mapping) -> Capabilities:
         return params[name].default if name in params and params[name].default is not inspect.Parameter.empty \
             else default
 
-    known = KNOWN_REQUIREMENTS.get(arch['type'], ANY_SIZE)
+    known = known_requirements().get(arch['type'], ANY_SIZE)
     size = SizeRequirements(known.min_size, max(known.multiple, int(value('window_size', 1) or 1)), known.grid)
     deployed = not hasattr(cls, 'switch_to_deploy') or bool(value('deploy', False))
     return Capabilities(size, deployed, {'type': arch['type'], **kwargs})

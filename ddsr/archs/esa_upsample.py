@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ESA_STRIDE = 6  # stride-2 conv then stride-3 max-pool
-ESA_MIN_INPUT = 15  # smallest input side with one coarse cell: (15 - 3) // 2 + 1 = 7 = the max-pool window
+from ddsr.archs.sizes import ESA_MIN_INPUT, ESA_STRIDE
+
+__all__ = ['ESA_MIN_INPUT', 'ESA_STRIDE', 'TileGeometry', 'coarse_size', 'grid_stride', 'tile_geometry',
+           'upsample_coarse']
 
 
 @dataclass(frozen=True)

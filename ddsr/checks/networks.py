@@ -2,7 +2,6 @@
 ``path.pretrain_network_*`` fits it (the checkpoint's ``param_key_*`` entry against the network's state_dict:
 key set and shapes with ``strict_load_*``; at least one matching tensor otherwise), naming the first mismatching
 keys and shapes."""
-import copy
 import inspect
 from os import path as osp
 from typing import Any
@@ -12,6 +11,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from ddsr import checkpoint
 from ddsr.archs.capabilities import capabilities_of
+from ddsr.checks.structure import model_class
 from ddsr.errors import DDSRError, UnknownTypeError
 
 SHOWN = 3  # mismatching keys named per kind
@@ -24,20 +24,17 @@ def resolve(root: str, value: str) -> str:
 
 def build_arch(net_opt: dict, label: str = 'network_g') -> torch.nn.Module:
     """Instantiate an arch from its option dict (``type`` + kwargs) without BasicSR's logger (which must first
-    be set up by the pipeline). Tried on the ``meta`` device first (no memory, no init cost: enough for key and
-    shape checks), on the CPU when the arch computes values at build time."""
-    cfg = copy.deepcopy(dict(net_opt))
-    arch_cls = ARCH_REGISTRY.get(cfg.pop('type'))
+    be set up by the pipeline): :func:`ddsr.checkpoint.build_network` on the ``meta`` device (no memory, no init
+    cost: enough for key and shape checks; the CPU when the arch computes values at build time). A failure to build
+    from these kwargs is a :class:`DDSRError` naming them."""
     try:
-        with torch.device('meta'):
-            return arch_cls(**cfg)
-    except Exception:  # noqa: B902  (retried on the CPU, where real errors are reported)
-        pass
-    try:
-        return arch_cls(**cfg)
+        return checkpoint.build_network(net_opt, meta=True)
+    except UnknownTypeError:
+        raise
     except Exception as err:  # noqa: B902  (any failure to build from these kwargs is a bad network option)
-        raise DDSRError(f'{label}: cannot build {arch_cls.__name__}({", ".join(map(str, cfg))}): '
-                        f'{type(err).__name__}: {err}') from None
+        kwargs = ', '.join(str(k) for k in net_opt if k != 'type')
+        raise DDSRError(f'{label}: cannot build {net_opt.get("type")}({kwargs}): {type(err).__name__}: {err}') \
+            from None
 
 
 def check_network(net_opt: Any, label: str = 'network_g') -> torch.nn.Module:
@@ -62,9 +59,8 @@ def compare_state(net: torch.nn.Module, params: dict[str, torch.Tensor], strict:
     shape mismatches (always dropped by BasicSR when not strict, so only reported with ``strict``), missing and
     unexpected keys (``strict`` only). Not strict and no tensor in common is reported too."""
     own = net.state_dict()
-    shapes = [k for k in own if k in params and _shape(params[k]) != _shape(own[k])]
-    missing = [k for k in own if k not in params]
-    unexpected = [k for k in params if k not in own]
+    misfit = checkpoint.state_mismatch(own, params)
+    shapes, missing, unexpected = misfit.shapes, misfit.missing, misfit.unexpected
     problems = []
     if strict:
         if shapes:
@@ -113,15 +109,11 @@ def min_input_size(net_opt: dict) -> int:
 
 def rebuilt_from_checkpoint(opt: dict) -> bool:
     """Whether the model rebuilds network_g from the ``arch`` of its checkpoint (pruning procedures: pruned
-    widths); asked of the registered model class (``procedure(opt)`` picks the class of a dispatching type)."""
-    from basicsr.utils.registry import MODEL_REGISTRY
+    widths); asked of the class ``model_type`` builds (:func:`ddsr.checks.structure.model_class`)."""
     try:
-        model_cls = MODEL_REGISTRY.get(opt.get('model_type'))
+        model_cls = model_class(opt)
     except (KeyError, TypeError):
         return False
-    pick = getattr(model_cls, 'procedure', None)
-    if callable(pick):
-        model_cls = pick(opt)
     return bool(getattr(model_cls, 'rebuilds_network_from_checkpoint', False))
 
 

@@ -25,6 +25,14 @@ TRAIN_DATASET_KEYS = {'PairedImageDataset': ('gt_size', 'use_hflip', 'use_rot'),
 ARCHIVE_FLAG = '--archive'  # ddsr's own flag, removed before BasicSR parses the arguments
 
 
+def model_class(opt: dict) -> type:
+    """The class ``model_type`` builds: the registered class, or the one a registered factory picks for ``opt`` (its
+    ``procedure(opt)``, e.g. ``PruneSRModel`` by ``prune.mode``)."""
+    model_cls = MODEL_REGISTRY.get(opt.get('model_type'))
+    pick = getattr(model_cls, 'procedure', None)
+    return pick(opt) if callable(pick) else model_cls
+
+
 def check_model_type(path: str, opt: dict) -> None:
     """``model_type`` names a registered model."""
     try:
@@ -153,7 +161,7 @@ def check_train_section(path: str, opt: dict) -> None:
     val = opt.get('val')
     if isinstance(val, dict) and 'val_freq' in val and not _whole(val['val_freq'], 1):
         raise DDSRError(f'{path}: val.val_freq must be a positive integer, got {val["val_freq"]!r}')
-    model_cls = MODEL_REGISTRY.get(opt['model_type'])
+    model_cls = model_class(opt)
     from basicsr.models.base_model import BaseModel
     for key, value in train.items():
         if str(key).startswith('optim_') and getattr(model_cls, 'get_optimizer', None) is BaseModel.get_optimizer:

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from ddsr.checks.networks import check_network
-    from ddsr.models.enhanced import make_enhanced_hr
+    from ddsr.models.parts.enhanced import make_enhanced_hr
     teacher = _teacher(args)
     check_network(teacher.arch, 'teacher network')
     net = teacher.network

@@ -5,23 +5,23 @@ Targets: an arch option dict (e.g. exactly the paper's EDSRmini), a named preset
 channels) per group, alpha found by bisection so that params <= ratio * dense params; ratio 1 removes only
 exactly-zero channels). The compact checkpoint is self-describing: {'params': state, 'arch': {'type': ..., kwargs}}.
 """
+import importlib
 from types import ModuleType
 
 import torch
 
+from ddsr.archs.units import compaction_modules, compaction_presets
 from ddsr.checkpoint import build_network
-from ddsr.compress import edsr_compress, swinir_compress
 
-FAMILIES = {'EDSR': edsr_compress, 'EDSRmini': edsr_compress, 'SwinIR': swinir_compress,
-            'SwinIRmini': swinir_compress}
-PRESETS = {'EDSRmini-default': {'type': 'EDSRmini'}, 'SwinIRmini-default': {'type': 'SwinIRmini'}}
 SCALE_KEYS = ('upscale', 'img_size', 'window_size', 'img_range', 'rgb_mean', 'in_chans', 'num_in_ch', 'num_out_ch')
 
 
 def family(arch: dict) -> ModuleType:
-    if arch.get('type') not in FAMILIES:
-        raise ValueError(f"arch type '{arch.get('type')}' cannot be compressed (supported: {', '.join(FAMILIES)})")
-    return FAMILIES[arch['type']]
+    """The compaction family of ``arch['type']``; ValueError naming the supported types."""
+    modules = compaction_modules()
+    if arch.get('type') not in modules:
+        raise ValueError(f"arch type '{arch.get('type')}' cannot be compressed (supported: {', '.join(modules)})")
+    return importlib.import_module(modules[arch['type']])
 
 
 def count_params(arch: dict) -> int:
@@ -31,9 +31,10 @@ def count_params(arch: dict) -> int:
 def resolve_target(src_arch: dict, target: str | dict) -> dict:
     """Target arch option: a preset name or a dict; scale-bound keys the target leaves out come from the source."""
     if isinstance(target, str):
-        if target not in PRESETS:
-            raise ValueError(f"unknown target preset '{target}' (known: {', '.join(PRESETS)})")
-        target = PRESETS[target]
+        presets = compaction_presets()
+        if target not in presets:
+            raise ValueError(f"unknown target preset '{target}' (known: {', '.join(presets)})")
+        target = dict(presets[target])
     fam = family(src_arch)
     if family(target) is not fam:
         raise ValueError(f"target type '{target['type']}' is not in the family of '{src_arch['type']}'")

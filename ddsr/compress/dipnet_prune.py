@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ddsr.archs.dipnet_arch import DIPNet
+from ddsr.archs.dipnet.dipnet_arch import DIPNet
 
 
 def importance(model: DIPNet) -> list[Tensor]:

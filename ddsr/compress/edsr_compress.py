@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ddsr.archs.edsrmini_arch import EDSRmini
+from ddsr.archs.edsr.edsrmini_arch import EDSRmini
 from ddsr.compress.dependency import coupled_slices
 from ddsr.compress.importance import group_scores, keep_top, rank_scores
 from ddsr.compress.slicing import shuffle_groups, take

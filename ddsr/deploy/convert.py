@@ -10,6 +10,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ddsr import checkpoint
 from ddsr.archs.reparam import switch_to_deploy
 from ddsr.checkpoint import PARAM_KEYS, atomic_save, build_network, is_state_dict, load_file, strip_module
 from ddsr.deploy.export import arch_config, fold_dynamic_bn
@@ -42,8 +43,8 @@ def deploy_network(config: Mapping, state_dict: Mapping, fold_bn: bool = False) 
     net = build_network(config, deploy=False)
     state_dict = strip_module(state_dict)
     expected = net.state_dict()
-    missing, unexpected = sorted(expected.keys() - state_dict.keys()), sorted(state_dict.keys() - expected.keys())
-    wrong = [k for k in expected.keys() & state_dict.keys() if expected[k].shape != state_dict[k].shape]
+    misfit = checkpoint.state_mismatch(expected, state_dict)
+    missing, unexpected, wrong = sorted(misfit.missing), sorted(misfit.unexpected), misfit.shapes
     if missing or unexpected or wrong:
         raise DDSRError(f"checkpoint is not the {config['type']} train form {dict(config)}: "
                         f'missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {sorted(wrong)[:3]} '

@@ -101,14 +101,14 @@ class NetworkSource:
 
     def build(self) -> nn.Module:
         """A new network of :attr:`arch` with the weights loaded (eval mode); one error line when it cannot be."""
-        from ddsr.archs.registry import arch_class  # not checkpoint.build_network: it imports basicsr
+        from ddsr.archs.registry import build_network  # the one builder (ddsr's archs without basicsr)
         arch = self.arch
         try:
-            cls = arch_class(str(arch['type']))
+            net = build_network(arch)
         except UnknownTypeError as err:
             raise UnknownTypeError(f'{self._where()}.type: {err}') from None
-        try:
-            net = cls(**{k: v for k, v in arch.items() if k != 'type'})
+        except DDSRError:
+            raise
         except Exception as err:  # noqa: B902  (any failure to build from these kwargs is a bad network option)
             kwargs = ', '.join(k for k in arch if k != 'type')
             raise DDSRError(f'{self._where()}: cannot build {arch["type"]}({kwargs}): {type(err).__name__}: {err}') \

@@ -4,7 +4,7 @@ L_feat = sum_i w_i * crit(resize(A_i(s_i)), t_i): each student feature s_i (B, C
 1x1 convolution A_i to the teacher width Ct_i, is resized (bilinear) to the teacher feature's spatial size if
 they differ, and is compared to the teacher feature t_i (detached). The anchors (module paths) are given here
 so that one YAML section describes the loss; the model records the features with
-:class:`ddsr.models.hooks.FeatureRecorder` and calls :meth:`build_adapters` once the widths are known.
+:class:`ddsr.models.parts.hooks.FeatureRecorder` and calls :meth:`build_adapters` once the widths are known.
 """
 from collections.abc import Sequence
 

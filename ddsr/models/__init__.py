@@ -1,6 +1,8 @@
 """ddsr models: every `*_model.py` here registers its classes in BasicSR's MODEL_REGISTRY.
 
-This ``__init__`` imports nothing (so that a light module here, e.g. a helper, does not pull in basicsr):
+Their building blocks (hooks, schedules, the pruner, the self-describing base, enhanced-HR generation) are in
+:mod:`ddsr.models.parts`, which registers nothing. This ``__init__`` imports nothing (so that importing a part does
+not pull in every model):
 :mod:`ddsr.registration` imports the ``*_model`` modules when a BasicSR registry is first used.
 ``_modules`` imports every ``*_model`` module (and is the list of them).
 """

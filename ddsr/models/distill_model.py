@@ -26,8 +26,8 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 
 from ddsr.errors import DDSRError
-from ddsr.models.hooks import FeatureRecorder
-from ddsr.models.progressive import ProgressiveSchedule
+from ddsr.models.parts.hooks import FeatureRecorder
+from ddsr.models.parts.progressive import ProgressiveSchedule
 
 PROBE_SIZE = 32  # LR side of the start-up probe (scale, range and feature widths)
 RANGE_LIMIT = (-0.5, 1.5)  # a [0, 1] teacher's output on a [0, 1] probe stays well inside this

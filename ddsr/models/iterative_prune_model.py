@@ -1,5 +1,5 @@
 """IterativePruneSRModel: DIPNet's iterative L2 filter pruning + fine-tuning inside one BasicSR run (step 5 of
-the DIPNet pipeline); the schedule is :class:`ddsr.models.iterative_prune.IterativePruner`.
+the DIPNet pipeline); the schedule is :class:`ddsr.models.parts.iterative_prune.IterativePruner`.
 
 Options (section ``prune``): ratio (fraction of the middle width removed per step, default 0.1), step_iters
 (fine-tuning iterations between two steps, default 1000), steps (maximum number of steps, default: until
@@ -16,8 +16,8 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ddsr.checkpoint import atomic_save
 from ddsr.errors import DDSRError
-from ddsr.models.iterative_prune import IterativePruner
-from ddsr.models.self_describing import SelfDescribingSRModel
+from ddsr.models.parts.iterative_prune import IterativePruner
+from ddsr.models.parts.self_describing import SelfDescribingSRModel
 
 
 @MODEL_REGISTRY.register()

@@ -9,7 +9,9 @@ iterative  DIPNet's iterative L2 filter pruning + fine-tuning           Iterativ
 finetune   plain training of a pruned, self-describing network          PrunedFinetuneSRModel
 =========  ===========================================================  ==========================
 
-Each class is registered under its own name too, so an option file may name it directly.
+Each class is registered under its own name too, so an option file may name it directly. ``PruneSRModel`` itself
+is a factory function registered under that name (BasicSR's ``build_model`` calls ``MODEL_REGISTRY.get(type)(opt)``):
+it returns an instance of the procedure's class; its ``procedure`` attribute tells option checks which class that is.
 """
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
@@ -23,17 +25,18 @@ PROCEDURES: dict[str, type[SRModel]] = {'proximal': ProximalPruneSRModel, 'compr
                                         'iterative': IterativePruneSRModel, 'finetune': PrunedFinetuneSRModel}
 
 
+def procedure(opt: dict) -> type[SRModel]:
+    """The model class of ``opt['prune']['mode']`` (default ``proximal``)."""
+    mode = (opt.get('prune') or {}).get('mode', 'proximal')
+    if mode not in PROCEDURES:
+        raise DDSRError(f"prune.mode: {mode!r} is not one of {', '.join(PROCEDURES)}")
+    return PROCEDURES[mode]
+
+
 @MODEL_REGISTRY.register()
-class PruneSRModel(SRModel):
-    """Builds the model of ``prune.mode`` (default ``proximal``); see the module docstring."""
+def PruneSRModel(opt: dict) -> SRModel:  # noqa: N802  (the model_type name option files use)
+    """The model of ``prune.mode`` (see the module docstring), built from ``opt``."""
+    return procedure(opt)(opt)
 
-    @staticmethod
-    def procedure(opt: dict) -> type[SRModel]:
-        """The model class of ``opt['prune']['mode']``."""
-        mode = (opt.get('prune') or {}).get('mode', 'proximal')
-        if mode not in PROCEDURES:
-            raise DDSRError(f"prune.mode: {mode!r} is not one of {', '.join(PROCEDURES)}")
-        return PROCEDURES[mode]
 
-    def __new__(cls, opt: dict) -> SRModel:
-        return cls.procedure(opt)(opt)  # not a PruneSRModel instance, so Python does not call __init__ again
+PruneSRModel.procedure = procedure  # read by ddsr.checks (which class it builds)

@@ -12,8 +12,8 @@ from basicsr.archs.arch_util import ResidualBlockNoBN
 from basicsr.archs.edsr_arch import EDSR
 from torch import nn
 
-from ddsr.archs.capabilities import ANY_SIZE, SizeRequirements
 from ddsr.archs.registry import ARCH_REGISTRY
+from ddsr.archs.sizes import ANY_SIZE, SizeRequirements
 
 
 def upsample_stages(upscale: int) -> int:

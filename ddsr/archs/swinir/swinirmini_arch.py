@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from basicsr.archs.swinir_arch import Mlp, SwinIR, WindowAttention
 from torch import nn
 
-from ddsr.archs.capabilities import SizeRequirements
 from ddsr.archs.registry import ARCH_REGISTRY
+from ddsr.archs.sizes import SizeRequirements
 
 
 class PrunedWindowAttention(WindowAttention):
