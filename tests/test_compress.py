@@ -208,9 +208,9 @@ def test_stage1_large_lambda_kills_channels_and_compact_removes_them(workdir):
     state = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)['params']
     dead = [m['dead'] for m in structure['mid']]
     assert sum(map(len, dead)) > 0 and all(len(d) < 32 for d in dead), dead
-    for i, channels in enumerate(dead):  # dead = conv1 rows and biases exactly zero
-        w, b = state[f'body.{i}.conv1.weight'], state[f'body.{i}.conv1.bias']
-        assert [c for c in range(32) if not (w[c].any() or b[c].any())] == channels
+    for i, channels in enumerate(dead):  # dead = conv1 row and bias exactly zero, or the conv2 column that reads it
+        w, b, w2 = (state[f'body.{i}.conv{k}'] for k in ('1.weight', '1.bias', '2.weight'))
+        assert [c for c in range(32) if not (w[c].any() or b[c].any()) or not w2[:, c].any()] == channels
     kept, compact = compress_state(state, arch, ratio=1.0)
     assert compact['block_channels'] == [32 - len(d) for d in dead]
     dense, mini = build(arch), build(compact)
