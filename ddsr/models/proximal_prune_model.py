@@ -12,8 +12,9 @@ happens in a short run; the authors chose the compact model from the densities).
 Report: the exact zeros of ``net_g`` (the trained weights, not the EMA, whose running average is never exactly
 zero) are counted per block / layer (``density_<group>`` at print_freq) and, at the end of training (``save`` with
 current_iter == -1), written to ``sparsity_report.json`` + ``sparsity_report.png`` under experiments/<name>/: the
-element density per group, the optimizer's phase counters and, for EDSR / SwinIR families, the structure (live /
-dead channels, heads, MLP units, blocks; :func:`ddsr.compress.compact.structure`). With ``prune.target`` or
+element density per group (ddsr's: conv / linear kernels), ``density_authors`` (the authors' get_density, see
+:mod:`ddsr.compress.importance`), the optimizer's phase counters and, for EDSR / SwinIR families, the structure
+(live / dead channels, heads, MLP units, blocks; :func:`ddsr.compress.compact.structure`). With ``prune.target`` or
 ``prune.ratio`` the compact network is cut from the same ``net_g`` weights (:mod:`ddsr.compress.compact`: dead
 groups removed first) and saved self-describing as ``models/net_g_compact.pth``.
 
@@ -31,7 +32,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ddsr.checkpoint import save_self_describing
 from ddsr.compress.compact import compress_state, structure
-from ddsr.compress.importance import density_by_group
+from ddsr.compress.importance import authors_density, density_by_group
 from ddsr.compress.obproxsg import AUTO, OBProxSG, authors_schedule
 from ddsr.errors import DDSRError
 
@@ -117,7 +118,8 @@ class ProximalPruneSRModel(SRModel):
         density = self.density()
         path = osp.join(root, 'sparsity_report.json')
         report = {'mode': self.prune_opt['mode'], 'weights': 'params (net_g, exact zeros; not the EMA)',
-                  'arch': self.opt['network_g'], 'density': density}
+                  'arch': self.opt['network_g'], 'density': density,
+                  'density_authors': authors_density(self.get_bare_model(self.net_g), self.opt['network_g']['type'])}
         if isinstance(self.optimizer_g, OBProxSG):
             group = self.optimizer_g.param_groups[0]
             report['optimizer'] = {**self.optimizer_g.counters(), 'lr': group['lr'], 'lambda_': group['lambda_']}
