@@ -89,11 +89,11 @@ class OBProxSG(torch.optim.Optimizer):
         eps (float): Projection threshold of the orthant step. Default: 0.
     """
 
-    def __init__(self, params: Iterable, lr: float, lambda_: float, epochSize: int, Np: int,  # noqa: N803
+    def __init__(self, params: Iterable, lr: float, lambda_: float, epochSize: int | str, Np: int | str,  # noqa: N803
                  No: float | int | str | None = math.inf, eps: float = 0.0) -> None:  # noqa: N803
-        for name, value in (('epochSize', epochSize), ('Np', Np)):
-            if value == AUTO:
-                raise ValueError(f"OBProxSG: {name}: auto is computed from the data set by model_type PruneSRModel "
+        for key, count in (('epochSize', epochSize), ('Np', Np)):
+            if count == AUTO:
+                raise ValueError(f"OBProxSG: {key}: auto is computed from the data set by model_type PruneSRModel "
                                  f"(prune.mode: proximal); give a number for other models")
         for name, value in (('lr', lr), ('lambda_', lambda_), ('eps', eps)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:

@@ -81,7 +81,7 @@ def _block_scores(state: dict[str, torch.Tensor], pre: str, heads: int, hd: int,
     rows = torch.cat([w, b], dim=-1)  # 3 x heads x hd x (dim + 1): a q / k / v row with its bias
     head_src = group_scores([(rows.transpose(0, 1), 0)], heads)
     v_src, head_cons = group_scores([(rows[2], 0)], heads), group_scores([(p, 1)], heads)
-    out = {'head': _rank((v_src > 0) & (head_cons > 0), (head_src**2 + head_cons**2).sqrt())}
+    out: dict[str, Any] = {'head': _rank((v_src > 0) & (head_cons > 0), (head_src**2 + head_cons**2).sqrt())}
     qn, kn, vn = (rows[t].norm(dim=-1) for t in range(3))  # heads x hd
     out['qk_dim'], out['v_dim'] = qn * kn, vn * p.norm(dim=0)
     fc1 = [(state[f'{pre}.mlp.fc1.weight'], 0), (state[f'{pre}.mlp.fc1.bias'], 0)]
