@@ -211,3 +211,14 @@ def test_swinir_embed_channel_is_never_dead(rows):
     assert compact['embed_dim'] == DIM and diff <= TOL
     _, dropped = _compact(SWIN, sd, 16, target=dict(SWIN, embed_dim=23, head_dim=HD))
     assert dropped > EFFECT, dropped
+
+
+def test_swinir_compact_of_a_compact_network():
+    """A compact network with a depth-0 layer and a head-less block compresses again (ratio 1: unchanged)."""
+    sd = _net(SWIN, 0.1)
+    for j in range(2):
+        _kill_block(sd, _blk(1, j))
+    _kill_block(sd, _blk(0, 1), biases=False)
+    params, compact = compress_state(sd, SWIN, ratio=1.0)
+    again, arch = compress_state(params, compact, ratio=1.0)
+    assert arch['depths'] == [2, 0] and float((_out(compact, params, 16) - _out(arch, again, 16)).abs().max()) <= TOL

@@ -75,7 +75,7 @@ def _rank(alive: torch.Tensor, full: torch.Tensor) -> dict[str, torch.Tensor]:
 def _block_scores(state: dict[str, torch.Tensor], pre: str, heads: int, hd: int, hidden: int) -> dict:
     qkv_w, qkv_b = state[f'{pre}.attn.qkv.weight'], state[f'{pre}.attn.qkv.bias']
     proj = state[f'{pre}.attn.proj.weight']
-    w = qkv_w.reshape(3, heads, hd, -1).float()
+    w = qkv_w.reshape(3, heads, hd, qkv_w.shape[1]).float()
     b = qkv_b.reshape(3, heads, hd, 1).float()
     p = proj.reshape(proj.shape[0], heads, hd).float()
     rows = torch.cat([w, b], dim=-1)  # 3 x heads x hd x (dim + 1): a q / k / v row with its bias
@@ -210,7 +210,7 @@ def compress(state: dict[str, torch.Tensor], src: dict, tgt: dict) -> dict[str, 
     out['upsample.0.bias'] = state['upsample.0.bias'].clone()
     for ti, si in enumerate(layers):
         bsc = sc['blocks'][si]
-        blocks = keep_top(torch.stack([b['block'] for b in bsc]), tgt['depths'][ti])
+        blocks = keep_top(torch.stack([b['block'] for b in bsc]), tgt['depths'][ti]) if tgt['depths'][ti] else []
         for tj, sj in enumerate(blocks):
             pre = f'layers.{ti}.residual_group.blocks.{tj}'
             out.update(_block(state, f'layers.{si}.residual_group.blocks.{sj}', pre, bsc[sj], embed, src, tgt,
