@@ -208,9 +208,9 @@ def test_stage1_large_lambda_kills_channels_and_compact_removes_them(workdir):
     state = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)['params']
     dead = [m['dead'] for m in structure['mid']]
     assert sum(map(len, dead)) > 0 and all(len(d) < 32 for d in dead), dead
-    for i, channels in enumerate(dead):  # dead = conv1 rows and biases exactly zero
-        w, b = state[f'body.{i}.conv1.weight'], state[f'body.{i}.conv1.bias']
-        assert [c for c in range(32) if not (w[c].any() or b[c].any())] == channels
+    for i, channels in enumerate(dead):  # dead = conv1 row and bias exactly zero, or the conv2 column that reads it
+        w, b, w2 = (state[f'body.{i}.conv{k}'] for k in ('1.weight', '1.bias', '2.weight'))
+        assert [c for c in range(32) if not (w[c].any() or b[c].any()) or not w2[:, c].any()] == channels
     kept, compact = compress_state(state, arch, ratio=1.0)
     assert compact['block_channels'] == [32 - len(d) for d in dead]
     dense, mini = build(arch), build(compact)
@@ -310,3 +310,21 @@ def test_demo_chain_swinir(workdir):
     res = run_cli(['basicsr', 'test', '-opt', workdir / 'options/demo/SwinIRmini/04_test_x2.yml'], workdir)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert 'psnr' in (res.stdout + res.stderr)
+
+
+def test_authors_density_counts_layernorm_scales():
+    """The authors' get_density: every `weight` under layers (SwinIR) / body (EDSR), LayerNorm scales included,
+    conv_first excluded; ddsr's density_by_group counts conv / linear kernels only. EDSR: "body" also matches
+    conv_after_body (their substring test)."""
+    from ddsr.compress.importance import authors_density
+    swin = build(dict(SWINIR_LIGHT, upscale=2, embed_dim=24, depths=[2], num_heads=[4], img_size=16))
+    with torch.no_grad():
+        swin.layers[0].residual_group.blocks[0].norm1.weight.zero_()  # 24 LayerNorm scales
+        swin.conv_first.weight.zero_()
+    scope = [p for n, p in swin.named_parameters() if 'weight' in n and 'layers' in n]
+    assert authors_density(swin, 'SwinIR') == pytest.approx(1 - 24 / sum(p.numel() for p in scope))
+    assert density_by_group(swin)['layers.0'] == 1.0
+    edsr = EDSR(3, 3, num_feat=8, num_block=2, upscale=2)
+    with torch.no_grad():
+        edsr.body[1].conv2.weight[0].zero_()
+    assert authors_density(edsr, 'EDSR') == pytest.approx(1 - 72 / (5 * 576)) and authors_density(edsr, 'X') is None

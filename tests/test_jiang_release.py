@@ -7,6 +7,7 @@ The "pre-trained" teachers are random networks whose last conv is zero (their ou
 range DistillSRModel's start-up probe accepts).
 """
 import copy
+import json
 from pathlib import Path
 
 import cv2
@@ -47,16 +48,19 @@ def _teacher(arch: dict, last: str, path: Path) -> Path:
     return path
 
 
-def _small_val(demo_root: Path, out: Path) -> tuple[str, str]:
-    """Two 96x96 HR / 48x48 LR crops of the demo validation photos (keeps the final validation short)."""
+def _small_val(demo_root: Path, out: Path, offsets: tuple[int, ...] = (100, )) -> tuple[str, str]:
+    """96x96 HR / 48x48 LR crops (at each HR ``offsets``) of the two demo validation photos (keeps the final
+    validation short)."""
     hr_dir, lr_dir = out / 'HR', out / 'LR'
     hr_dir.mkdir(parents=True)
     lr_dir.mkdir()
     for name in ('chelsea.png', 'coffee.png'):
         hr = cv2.imread(str(demo_root / 'val' / 'HR' / name))
         lr = cv2.imread(str(demo_root / 'val' / 'LR_bicubic' / 'X2' / name))
-        cv2.imwrite(str(hr_dir / name), hr[100:196, 100:196])
-        cv2.imwrite(str(lr_dir / name), lr[50:98, 50:98])
+        for o in offsets:
+            crop = name if o == 100 else f'{o}_{name}'
+            cv2.imwrite(str(hr_dir / crop), hr[o:o + 96, o:o + 96])
+            cv2.imwrite(str(lr_dir / crop), lr[o // 2:o // 2 + 48, o // 2:o // 2 + 48])
     return str(hr_dir), str(lr_dir)
 
 
@@ -126,3 +130,34 @@ def test_released_distillation_stage_runs(name, params, release_root, demo_root,
     final = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)['params']
     n = sum(v.numel() for k, v in final.items() if not k.endswith(('relative_position_index', 'attn_mask')))
     assert n == params  # the paper's EDSRmini / SwinIRmini, trained from scratch
+
+
+def test_ddsr_prune_file_auto_schedule_switches_where_the_authors_script_does(release_root, demo_root, tmp_path):
+    """ddsr's equivalent of prune_EDSR_Mx2.yml (epochSize / Np: auto) for 12 iterations on 3 training crops at
+    batch 3: the authors' prune script gives 1 iteration per pass, epochSize 3 (samples), 12 passes, Np 1, so the
+    optimizer takes proximal steps for 1 x 3 steps and orthant steps from iteration 4 (epochSize read as iterations
+    per pass, the switch would come after iteration 1)."""
+    from ddsr.compress.obproxsg import authors_schedule
+    root, ckpt, val = release_root
+    opt = yaml.safe_load((RELEASE.parents[2] / 'options/train/EDSRmini/01_prune_x2.yml').read_text())
+    assert (opt['train']['optim_g']['epochSize'], opt['train']['optim_g']['Np']) == ('auto', 'auto')
+    train = tmp_path / 'train'
+    hr, lr = _small_val(demo_root, train, offsets=(100, 0))
+    (Path(hr) / '0_coffee.png').unlink()  # 3 samples
+    (Path(lr) / '0_coffee.png').unlink()
+    opt['num_gpu'] = 0
+    opt['datasets']['train'].update(dataroot_gt=hr, dataroot_lq=lr, batch_size_per_gpu=3)
+    opt['datasets']['val'].update(dataroot_gt=val[0], dataroot_lq=val[1])
+    opt['path']['pretrain_network_g'] = str(ckpt['edsr'])
+    opt['train']['total_iter'] = 12
+    path = tmp_path / 'prune.yml'
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    res = run_cli(['basicsr', 'train', '-opt', path], tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    log = next((tmp_path / 'experiments' / opt['name']).glob('train_*.log')).read_text()
+    epoch_size, n_prox = authors_schedule(3, 3, 1, 12)
+    assert (epoch_size, n_prox) == (3, 1)
+    assert f'epochSize {epoch_size}, Np {n_prox}: proximal steps up to iteration 3' in log
+    assert 'OBProxSG: orthant steps from iteration 4 (epoch 1)' in log
+    report = json.loads((tmp_path / 'experiments' / opt['name'] / 'sparsity_report.json').read_text())
+    assert report['optimizer']['epoch'] == 4 and report['optimizer']['phase'] == 'orthant'

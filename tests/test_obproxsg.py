@@ -172,3 +172,20 @@ def test_basicsr_and_ddsr_models_build_it(tmp_path, demo_root):
 def _edsr_state(net_opt):
     from ddsr.checkpoint import build_network as build
     return build(net_opt).state_dict()
+
+
+def test_authors_schedule_and_the_released_runs():
+    """epochSize / Np as the authors' prune script computes them (epochSize in samples); on DIV2K's 32,592 sub-images
+    at batch 16 both released runs stay in the proximal phase to the end (Np * epochSize > total_iter)."""
+    from ddsr.compress.obproxsg import authors_schedule
+    assert authors_schedule(3, 3, 1, 12) == (3, 1)  # 1 iteration per pass: 12 passes, Np = int(1.2)
+    assert authors_schedule(100, 16, 2, 1000) == (128, 25)  # ceil(100 / 32) = 4 per pass, 250 passes
+    assert authors_schedule(10, 4, 1, 30, enlarge=2) == (20, 0)  # 5 per pass, 6 passes: orthant from the start
+    edsr, swin = authors_schedule(32592, 16, 1, 100000), authors_schedule(32592, 16, 1, 500000)
+    assert edsr == (32592, 5) and swin == (32592, 24)
+    assert edsr[0] * edsr[1] >= 100000 and swin[0] * swin[1] >= 500000
+
+
+def test_auto_needs_the_prune_model():
+    with pytest.raises(ValueError, match='epochSize: auto is computed from the data set'):
+        OBProxSG(_net().parameters(), lr=0.1, lambda_=1e-4, epochSize='auto', Np=1)

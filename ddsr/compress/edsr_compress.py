@@ -6,9 +6,14 @@ dependency graph (ddsr.compress.dependency):
 - mid of block i: conv1 out = conv2 in;
 - upsample stage s: post-shuffle channel c = conv rows c*r^2..c*r^2+r^2-1 (PixelShuffle groups) = next conv in;
 - blocks: a dropped residual block becomes the identity.
-Ranking (:func:`ddsr.compress.importance.rank_scores`): a channel whose producers (weights and biases) are
-exactly zero is dead and ranks after every live one (removing it is exact); live and dead channels are each ordered
-by their group L2 norm over producers and consumers. A block with no live middle channel is dead and ranks last.
+Dead groups (removal leaves the output unchanged; :func:`ddsr.compress.importance.rank_scores` ranks them after every
+live group, ordered by their group L2 norm over producers and consumers):
+- a channel (trunk, block middle, upsample stage) is dead when its producers (weights and biases) are exactly zero,
+  or when every weight that reads it is: either way nothing downstream sees it;
+- a block is dead when every middle channel is dead and its ``conv2.bias`` is zero. A non-zero ``conv2.bias`` keeps
+  the block (with its dead middle channels it adds a constant to the trunk): the constant cannot be folded exactly
+  into another layer, because the next 3x3 convs zero-pad (the border sees the constant differently) and the
+  earlier layers must not see it.
 conv2 is rescaled by res_scale_src / res_scale_tgt so the block output is preserved.
 """
 import math
@@ -53,31 +58,36 @@ def _ratio(kw: dict) -> int:
 
 
 def scores(state: dict[str, torch.Tensor], kw: dict) -> dict:
-    """Ranking scores and producer-only ('alive' test) scores of every group."""
+    """Ranking scores and 'alive' tests (see the module docstring) of every channel group and block."""
     nf, blocks, ups, r = kw['num_feat'], range(kw['num_block']), kw['upsample_channels'], _ratio(kw)
     groups = coupled_slices(EDSRmini(**{k: v for k, v in kw.items() if k != 'type'}),
                             ['conv_first'] + [f'body.{i}.conv1' for i in blocks], torch.zeros(1, kw['num_in_ch'], 8, 8))
     slices = lambda names: [(state[key], axis) for key, axis in names]  # noqa: E731
     prod, cons = map(slices, groups['conv_first'])
-    out: dict[str, Any] = {'trunk': _rank(group_scores(prod, nf), group_scores(prod + cons, nf))}
+    out: dict[str, Any] = {'trunk': _rank(prod, cons, nf)}
     out['mid'] = []
     for i, c in zip(blocks, kw['block_channels'], strict=False):
         p, q = map(slices, groups[f'body.{i}.conv1'])
-        out['mid'].append(_rank(group_scores(p, c), group_scores(p + q, c)))
+        out['mid'].append(_rank(p, q, c))
     conv2 = torch.stack([state[f'body.{i}.conv2.weight'].float().norm().cpu() for i in blocks])
-    out['block'] = rank_scores(torch.stack([m['alive'].any() for m in out['mid']]), conv2)
+    trunk = out['trunk']['alive']  # a bias entry of a dead trunk channel reaches nothing
+    out['block_alive'] = torch.stack([m['alive'].any() | bool(state[f'body.{i}.conv2.bias'].cpu()[trunk].any())
+                                      for i, m in zip(blocks, out['mid'], strict=True)])
+    out['block'] = rank_scores(out['block_alive'], conv2)
     out['up'] = []
     for s, c in enumerate(ups):
         w, b = state[f'upsample.{2 * s}.weight'], state[f'upsample.{2 * s}.bias']
         nxt = state[f'upsample.{2 * s + 2}.weight'] if s + 1 < len(ups) else state['conv_last.weight']
-        p = [(w.reshape(c, r * r, *w.shape[1:]), 0), (b.reshape(c, r * r), 0)]
-        out['up'].append(_rank(group_scores(p, c), group_scores(p + [(nxt, 1)], c)))
+        out['up'].append(_rank([(w.reshape(c, r * r, *w.shape[1:]), 0), (b.reshape(c, r * r), 0)], [(nxt, 1)], c))
     return out
 
 
-def _rank(producer: torch.Tensor, full: torch.Tensor) -> dict[str, torch.Tensor]:
-    """'alive' = producers not exactly zero; 'score' = full group norm, dead channels ranked after live ones."""
-    return {'alive': producer > 0, 'score': rank_scores(producer > 0, full)}
+def _rank(producers: list, consumers: list, size: int) -> dict[str, torch.Tensor]:
+    """'alive' = neither the producers (weights, biases) nor the consumers are exactly zero; 'score' = the norm over
+    both, dead channels ranked after live ones."""
+    prod, cons = group_scores(producers, size), group_scores(consumers, size)
+    alive = (prod > 0) & (cons > 0)
+    return {'alive': alive, 'score': rank_scores(alive, (prod**2 + cons**2).sqrt())}
 
 
 def structure(state: dict[str, torch.Tensor], kw: dict) -> dict:
@@ -86,14 +96,14 @@ def structure(state: dict[str, torch.Tensor], kw: dict) -> dict:
     group = lambda a: {'alive': int(a.sum()), 'total': a.numel(),  # noqa: E731
                        'dead': [i for i, v in enumerate(a.tolist()) if not v]}
     return {'trunk': group(sc['trunk']['alive']), 'mid': [group(m['alive']) for m in sc['mid']],
-            'blocks': group(torch.stack([m['alive'].any() for m in sc['mid']])),
+            'blocks': group(sc['block_alive']),
             'upsample': [group(u['alive']) for u in sc['up']]}
 
 
 def config_for_alpha(kw: dict, sc: dict, alpha: float) -> dict:
-    """Target widths = ceil(alpha * alive channels) per group; blocks with no live channel are dropped."""
+    """Target widths = ceil(alpha * alive channels) per group (at least 1); dead blocks are dropped."""
     width = lambda a: max(1, math.ceil(alpha * int(a.sum())))  # noqa: E731
-    live_blocks = [i for i, m in enumerate(sc['mid']) if bool(m['alive'].any())]
+    live_blocks = [i for i, alive in enumerate(sc['block_alive'].tolist()) if alive]
     return {**kw, 'num_feat': width(sc['trunk']['alive']), 'num_block': len(live_blocks),
             'block_channels': [width(sc['mid'][i]['alive']) for i in live_blocks],
             'upsample_channels': [width(u['alive']) for u in sc['up']]}

@@ -2,8 +2,12 @@
 
 - group importance: L2 (or L1) norm over every weight slice that produces or consumes a channel
   (Torch-Pruning's group-norm criterion, computed directly on state-dict tensors);
-- density: fraction of non-zero elements of the prunable weights (conv / linear kernels) of a block or layer,
-  the quantity the compression paper reads after its sparsity-regularised pruning stage.
+- density: fraction of non-zero elements of the prunable weights (conv / linear kernels) per block / layer and in
+  total (:func:`density_by_group`). This is ddsr's measure, not the authors': their ``get_density`` (SRModel of the
+  compression release) is one number over every parameter whose name contains ``weight`` and ``body`` (EDSR: the
+  blocks and conv_after_body) or ``layers`` (SwinIR: the RSTB layers, LayerNorm scales included); conv_first and the
+  upsampler are left out (:func:`authors_density`).
+  ddsr leaves norm scales out of its groups because they are not connections that pruning removes.
 """
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -68,3 +72,16 @@ def density_by_group(net: nn.Module) -> dict[str, float]:
     out = {g: c[0] / c[1] for g, c in nnz.items()}
     out['total'] = sum(c[0] for c in nnz.values()) / max(1, sum(c[1] for c in nnz.values()))
     return out
+
+
+AUTHORS_DENSITY_SCOPE = {'EDSR': 'body', 'SwinIR': 'layers'}  # authors' SRModel.get_density, by network type
+
+
+def authors_density(net: nn.Module, arch_type: str) -> float | None:
+    """The authors' ``get_density``: non-zero fraction of every parameter whose name contains ``weight`` and
+    ``body`` (EDSR family) / ``layers`` (SwinIR family); None for other networks."""
+    scope = next((v for k, v in AUTHORS_DENSITY_SCOPE.items() if arch_type.startswith(k)), None)
+    if scope is None:
+        return None
+    weights = [w.detach() for name, w in net.named_parameters() if 'weight' in name and scope in name]
+    return sum(int((w != 0).sum()) for w in weights) / max(1, sum(w.numel() for w in weights))

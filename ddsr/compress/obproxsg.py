@@ -16,6 +16,15 @@ keys are the authors' (``optim_g: {type: OBProxSG, lr, lambda_, epochSize, Np, N
 makes BasicSR's ``BaseModel.get_optimizer`` build it (:func:`ddsr.compat.register_optimizer`), so any model
 (``SRModel``, ``SwinIRModel``, ``PruneSRModel``, ``DistillSRModel``, ...) takes it from ``train.optim_g``.
 
+Units, as the authors' code has them: their OBProxSG class counts ``epochSize`` in optimizer *steps* (one epoch =
+``epochSize`` calls of ``step``), while their prune script (``basicsr/prune.py``) overwrites ``epochSize`` and
+``Np`` from the data set before building it, with ``epochSize`` in *samples*: iterations per pass x batch size x
+world size, and ``Np = int(total_epochs / 10)`` with ``total_epochs = ceil(total_iter / iterations per pass)``
+(:func:`authors_schedule`). One optimizer "epoch" therefore lasts batch size x world size passes over the data, and
+the switch to orthant steps comes after ``Np * epochSize`` steps. ddsr takes numbers as given (steps, like their
+class) and ``epochSize: auto`` / ``Np: auto`` as their script computes them
+(:class:`ddsr.models.proximal_prune_model.ProximalPruneSRModel` resolves them from ``datasets.train``).
+
 Unlike the authors' class, the phase counters (completed epochs, step within the epoch) are part of
 :meth:`OBProxSG.state_dict`, so a run resumed from a training state (``--auto_resume``) continues in the same
 phase at the same step. Only numbers are stored (training states load with ``weights_only=True``).
@@ -28,6 +37,26 @@ import torch
 from ddsr.compat import register_optimizer
 
 PROXIMAL, ORTHANT = 'proximal', 'orthant'
+AUTO = 'auto'
+
+
+def authors_schedule(samples: int, batch_size: int, world_size: int, total_iter: int,
+                     enlarge: float = 1) -> tuple[int, int]:
+    """``(epochSize, Np)`` as the authors' prune script sets them from the data set.
+
+    Args:
+        samples (int): Training samples (``len(train_set)``).
+        batch_size (int): ``batch_size_per_gpu``.
+        world_size (int): Number of processes.
+        total_iter (int): ``train.total_iter``.
+        enlarge (float): ``dataset_enlarge_ratio``. Default: 1.
+
+    Returns:
+        tuple: ``epochSize`` = iterations per pass x batch size x world size (a number of samples, used by the
+        optimizer as a number of steps) and ``Np = int(ceil(total_iter / iterations per pass) / 10)``.
+    """
+    per_pass = math.ceil(samples * enlarge / (batch_size * world_size))
+    return per_pass * batch_size * world_size, int(math.ceil(total_iter / per_pass) / 10)
 
 
 def _count(value, name: str, allow_inf: bool = False) -> float:
@@ -52,15 +81,20 @@ class OBProxSG(torch.optim.Optimizer):
         params: Parameters (or parameter groups) to optimise; every one is L1-regularised.
         lr (float): Step size.
         lambda_ (float): L1 weight.
-        epochSize (int): Steps per "epoch" (the authors: iterations per pass over their training set).
+        epochSize (int): Steps per "epoch" (the authors' class counts steps; their prune script sets it to a number
+            of samples, see the module docstring).
         Np (int): Epochs of proximal steps at the start of each cycle.
         No (int | float | str | None): Epochs of orthant steps per cycle; ``inf`` / ``'inf'`` / None: no end.
             Default: infinite.
         eps (float): Projection threshold of the orthant step. Default: 0.
     """
 
-    def __init__(self, params: Iterable, lr: float, lambda_: float, epochSize: int, Np: int,  # noqa: N803
+    def __init__(self, params: Iterable, lr: float, lambda_: float, epochSize: int | str, Np: int | str,  # noqa: N803
                  No: float | int | str | None = math.inf, eps: float = 0.0) -> None:  # noqa: N803
+        for key, count in (('epochSize', epochSize), ('Np', Np)):
+            if count == AUTO:
+                raise ValueError(f"OBProxSG: {key}: auto is computed from the data set by model_type PruneSRModel "
+                                 f"(prune.mode: proximal); give a number for other models")
         for name, value in (('lr', lr), ('lambda_', lambda_), ('eps', eps)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f'OBProxSG: {name} must be a number >= 0, got {value!r}')

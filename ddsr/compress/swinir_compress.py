@@ -2,16 +2,26 @@
 
 Groups (keep-indices per group, own slicing: Torch-Pruning has no notion of heads and LayerNorm-coupled dims):
 - embed: every tensor with an embed_dim axis (convs, LayerNorms, qkv/fc1 inputs, proj/fc2 outputs, upsampler
-  input). LayerNorm statistics span this axis, so embed pruning is approximate (recovered by distillation);
+  input), ranked by the norm over all of them;
 - heads of block (i, j): qkv rows of the head (q, k, v parts), its relative-position-bias column, proj columns;
-- head dims: q/k dims ranked by |q_d||k_d| (same subset for q and k), v dims by |v_d||proj_d|; q is rescaled by
-  scale_src / scale_tgt so that q k^T * scale is unchanged;
+- head dims: q/k dims ranked by |q_d||k_d| (same subset for q and k), v dims by |v_d||proj_d| (weights and biases);
+  q is rescaled by scale_src / scale_tgt so that q k^T * scale is unchanged;
 - MLP units of block (i, j): fc1 rows = fc2 columns;
 - blocks and RSTB layers: ranked by the norm of their residual output (proj+fc2, layer conv); dropped ones
   become the identity.
-A head / unit whose producer or consumer weights are exactly zero is dead and ranks after every live one, so
-removing it is exact; a block without live heads and units, and a layer without live blocks, are dead too. Live and
-dead groups are each ordered by norm (:func:`ddsr.compress.importance.rank_scores`).
+
+Dead groups: a group is dead only where removing it is exact; dead groups rank after every live one (each ordered by
+norm, :func:`ddsr.compress.importance.rank_scores`), so ``ratio: 1`` removes exactly them:
+- a head whose v rows (weights and biases) or proj columns are zero (its attention output is 0 whatever q, k are);
+  a head dim whose q or k row is zero (the q.k term is 0), a v dim whose v row or proj column is zero;
+- an MLP unit whose fc1 row and bias are zero (GELU(0) = 0) or whose fc2 column is zero;
+- a block whose heads and units are all dead *and* whose proj and fc2 biases are zero: with non-zero biases the block
+  adds a constant token to the residual stream, which the next LayerNorm cannot absorb (no exact fold);
+- an RSTB layer whose ``conv`` (weight and bias) is zero. Its blocks do not decide: a layer whose blocks are all
+  dead still adds ``conv(x)``, so it stays (with depth 0) unless the conv is zero;
+- embed channels are never dead: every LayerNorm (patch_embed.norm, norm1, norm2, norm) averages over the embed
+  axis, so dropping even an all-zero channel changes the mean and variance the others are normalised with.
+  Removing embed channels (a smaller embed_dim target) is approximate, recovered by distillation.
 """
 import math
 from typing import Any
@@ -65,24 +75,27 @@ def _rank(alive: torch.Tensor, full: torch.Tensor) -> dict[str, torch.Tensor]:
 def _block_scores(state: dict[str, torch.Tensor], pre: str, heads: int, hd: int, hidden: int) -> dict:
     qkv_w, qkv_b = state[f'{pre}.attn.qkv.weight'], state[f'{pre}.attn.qkv.bias']
     proj = state[f'{pre}.attn.proj.weight']
-    w = qkv_w.reshape(3, heads, hd, -1)
-    b = qkv_b.reshape(3, heads, hd)
-    p = proj.reshape(proj.shape[0], heads, hd)
-    head_src = group_scores([(w.transpose(0, 1), 0), (b.transpose(0, 1), 0)], heads)
-    head_cons = group_scores([(p, 1)], heads)
-    out = {'head': _rank((head_src > 0) & (head_cons > 0), (head_src**2 + head_cons**2).sqrt())}
-    qn, kn, vn = (w[t].float().norm(dim=-1) for t in range(3))  # heads x hd
-    out['qk_dim'], out['v_dim'] = qn * kn, vn * p.float().norm(dim=0)
+    w = qkv_w.reshape(3, heads, hd, qkv_w.shape[1]).float()
+    b = qkv_b.reshape(3, heads, hd, 1).float()
+    p = proj.reshape(proj.shape[0], heads, hd).float()
+    rows = torch.cat([w, b], dim=-1)  # 3 x heads x hd x (dim + 1): a q / k / v row with its bias
+    head_src = group_scores([(rows.transpose(0, 1), 0)], heads)
+    v_src, head_cons = group_scores([(rows[2], 0)], heads), group_scores([(p, 1)], heads)
+    out: dict[str, Any] = {'head': _rank((v_src > 0) & (head_cons > 0), (head_src**2 + head_cons**2).sqrt())}
+    qn, kn, vn = (rows[t].norm(dim=-1) for t in range(3))  # heads x hd
+    out['qk_dim'], out['v_dim'] = qn * kn, vn * p.norm(dim=0)
     fc1 = [(state[f'{pre}.mlp.fc1.weight'], 0), (state[f'{pre}.mlp.fc1.bias'], 0)]
     fc2 = group_scores([(state[f'{pre}.mlp.fc2.weight'], 1)], hidden)
     unit_src = group_scores(fc1, hidden)
     out['unit'] = _rank((unit_src > 0) & (fc2 > 0), (unit_src**2 + fc2**2).sqrt())
+    biased = bool(state[f'{pre}.attn.proj.bias'].any() or state[f'{pre}.mlp.fc2.bias'].any())
+    out['block_alive'] = bool(out['head']['alive'].any() or out['unit']['alive'].any() or biased)
     out['block'] = proj.float().norm() + state[f'{pre}.mlp.fc2.weight'].float().norm()
     return out
 
 
 def _embed_slices(state: dict[str, torch.Tensor]) -> list:
-    """(tensor, axis) of every tensor with an embed_dim axis, except the upsampler / qkv / fc1 consumers."""
+    """(tensor, axis) of every tensor with an embed_dim axis."""
     slices = []
     for k, t in state.items():
         if k.endswith(('relative_position_bias_table', 'relative_position_index', 'attn_mask')):
@@ -96,53 +109,55 @@ def _embed_slices(state: dict[str, torch.Tensor]) -> list:
 
 
 def scores(state: dict[str, torch.Tensor], kw: dict) -> dict:
-    """Scores of embed channels, layers, blocks, heads, head dims and MLP units."""
-    prod = [(state[k], 0) for k in state if k.endswith(('proj.bias', 'fc2.bias', 'conv_first.bias'))]
-    embed_alive = group_scores(prod + [(state['conv_first.weight'], 0)], kw['embed_dim']) > 0
-    out: dict[str, Any] = {'embed': _rank(embed_alive, group_scores(_embed_slices(state), kw['embed_dim'])),
-                           'blocks': []}
+    """Scores and 'alive' tests (see the module docstring) of embed channels, layers, blocks, heads, head dims and
+    MLP units."""
+    every = torch.ones(kw['embed_dim'], dtype=torch.bool)  # never dead: the LayerNorms span the embed axis
+    out: dict[str, Any] = {'embed': _rank(every, group_scores(_embed_slices(state), kw['embed_dim'])), 'blocks': []}
     for i, depth in enumerate(kw['depths']):
         out['blocks'].append([
             _block_scores(state, f'layers.{i}.residual_group.blocks.{j}', kw['layer_heads'][i][j], kw['head_dim'],
                           kw['layer_mlp_hidden'][i][j]) for j in range(depth)
         ])
     for layer in out['blocks']:
-        alive = torch.stack([b['head']['alive'].any() | b['unit']['alive'].any() for b in layer])
-        ranked = rank_scores(alive, torch.stack([b['block'] for b in layer]))
-        for j, b in enumerate(layer):
-            b['block_alive'], b['block'] = bool(alive[j]), ranked[j]
-    layer_alive = torch.tensor([any(b['block_alive'] for b in layer) for layer in out['blocks']])
-    conv = torch.stack([state[f'layers.{i}.conv.weight'].float().norm() for i in range(len(kw['depths']))])
-    out['layer'] = rank_scores(layer_alive, conv)
+        if layer:
+            ranked = rank_scores(torch.tensor([b['block_alive'] for b in layer]),
+                                 torch.stack([b['block'] for b in layer]))
+            for j, b in enumerate(layer):
+                b['block'] = ranked[j]
+    layers = range(len(kw['depths']))
+    convs = [(state[f'layers.{i}.conv.weight'], state[f'layers.{i}.conv.bias']) for i in layers]
+    out['layer_alive'] = torch.tensor([bool(w.any() or b.any()) for w, b in convs])
+    out['layer'] = rank_scores(out['layer_alive'], torch.stack([w.float().norm() for w, _ in convs]))
     return out
 
 
 def structure(state: dict[str, torch.Tensor], kw: dict) -> dict:
     """Exact-zero structure: live / total / dead indices of embed channels, heads and MLP units per block, blocks
-    per layer."""
+    per layer, and whether each layer is alive."""
     sc = scores(state, kw)
     group = lambda a: {'alive': int(a.sum()), 'total': a.numel(),  # noqa: E731
                        'dead': [i for i, v in enumerate(a.tolist()) if not v]}
     return {'embed': group(sc['embed']['alive']),
-            'layers': [{'blocks': group(torch.tensor([b['block_alive'] for b in layer])),
+            'layers': [{'alive': bool(alive), 'blocks': group(torch.tensor([b['block_alive'] for b in layer])),
                         'heads': [group(b['head']['alive']) for b in layer],
-                        'units': [group(b['unit']['alive']) for b in layer]} for layer in sc['blocks']]}
+                        'units': [group(b['unit']['alive']) for b in layer]}
+                       for alive, layer in zip(sc['layer_alive'].tolist(), sc['blocks'], strict=True)]}
 
 
 def config_for_alpha(kw: dict, sc: dict, alpha: float) -> dict:
-    """Target widths = ceil(alpha * live count) per group; blocks without live heads/units are dropped."""
+    """Target widths = ceil(alpha * live count) per group; dead layers and dead blocks are dropped (a live layer may
+    keep no block, a live block no head; an MLP keeps at least one unit, a dead one where none lives)."""
     width = lambda a: math.ceil(alpha * int(a.sum()))  # noqa: E731
-    heads, hidden, depths, keep_layers = [], [], [], []
-    for i, layer in enumerate(sc['blocks']):
-        live = [b for b in layer if bool(b['head']['alive'].any() or b['unit']['alive'].any())]
-        if not live:
+    heads, hidden, depths = [], [], []
+    for alive, layer in zip(sc['layer_alive'].tolist(), sc['blocks'], strict=True):
+        if not alive:
             continue
-        keep_layers.append(i)
+        live = [b for b in layer if b['block_alive']]
         depths.append(len(live))
         heads.append([width(b['head']['alive']) for b in live])
-        hidden.append([width(b['unit']['alive']) for b in live])
+        hidden.append([max(1, width(b['unit']['alive'])) for b in live])  # BasicSR's Mlp reads 0 as embed_dim
     return {**kw, 'embed_dim': max(1, width(sc['embed']['alive'])), 'depths': depths, 'layer_heads': heads,
-            'layer_mlp_hidden': hidden, 'num_heads': [max(1, r[0]) for r in heads],
+            'layer_mlp_hidden': hidden, 'num_heads': [max(1, r[0]) if r else 1 for r in heads],
             'head_dim': max(1, math.ceil(alpha * kw['head_dim']))}
 
 
@@ -195,7 +210,7 @@ def compress(state: dict[str, torch.Tensor], src: dict, tgt: dict) -> dict[str, 
     out['upsample.0.bias'] = state['upsample.0.bias'].clone()
     for ti, si in enumerate(layers):
         bsc = sc['blocks'][si]
-        blocks = keep_top(torch.stack([b['block'] for b in bsc]), tgt['depths'][ti])
+        blocks = keep_top(torch.stack([b['block'] for b in bsc]), tgt['depths'][ti]) if tgt['depths'][ti] else []
         for tj, sj in enumerate(blocks):
             pre = f'layers.{ti}.residual_group.blocks.{tj}'
             out.update(_block(state, f'layers.{si}.residual_group.blocks.{sj}', pre, bsc[sj], embed, src, tgt,

@@ -3,16 +3,18 @@ as the authors ran it, then the compact network carved out of the sparse one.
 
 Training minimises ``pixel_opt`` (the authors: Charbonnier) + lambda * ||w||_1 over every trainable parameter with
 the authors' optimizer, ``train.optim_g: {type: OBProxSG, lr, lambda_, epochSize, Np, No, eps}``
-(:mod:`ddsr.compress.obproxsg`): proximal SGD steps first, then orthant steps whose projection sets weights exactly
-to zero. The L1 penalty is element-wise: it zeroes weights, and a whole channel / head / block becomes dead only
-when every weight that produces it reaches zero (with the paper's lambda 1e-4 that rarely happens in a short run;
-the authors chose the compact model from the densities).
+(:mod:`ddsr.compress.obproxsg`; ``epochSize: auto`` / ``Np: auto``: computed from ``datasets.train`` as the authors'
+prune script does, :func:`auto_schedule`): proximal SGD steps first, then orthant steps whose projection sets
+weights exactly to zero. The L1 penalty is element-wise: it zeroes weights, and a whole channel / head / block
+becomes dead only when the weights that produce or read it reach zero (with the paper's lambda 1e-4 that rarely
+happens in a short run; the authors chose the compact model from the densities).
 
 Report: the exact zeros of ``net_g`` (the trained weights, not the EMA, whose running average is never exactly
 zero) are counted per block / layer (``density_<group>`` at print_freq) and, at the end of training (``save`` with
 current_iter == -1), written to ``sparsity_report.json`` + ``sparsity_report.png`` under experiments/<name>/: the
-element density per group, the optimizer's phase counters and, for EDSR / SwinIR families, the structure (live /
-dead channels, heads, MLP units, blocks; :func:`ddsr.compress.compact.structure`). With ``prune.target`` or
+element density per group (ddsr's: conv / linear kernels), ``density_authors`` (the authors' get_density, see
+:mod:`ddsr.compress.importance`), the optimizer's phase counters and, for EDSR / SwinIR families, the structure
+(live / dead channels, heads, MLP units, blocks; :func:`ddsr.compress.compact.structure`). With ``prune.target`` or
 ``prune.ratio`` the compact network is cut from the same ``net_g`` weights (:mod:`ddsr.compress.compact`: dead
 groups removed first) and saved self-describing as ``models/net_g_compact.pth``.
 
@@ -30,11 +32,31 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ddsr.checkpoint import save_self_describing
 from ddsr.compress.compact import compress_state, structure
-from ddsr.compress.importance import density_by_group
-from ddsr.compress.obproxsg import OBProxSG
+from ddsr.compress.importance import authors_density, density_by_group
+from ddsr.compress.obproxsg import AUTO, OBProxSG, authors_schedule
 from ddsr.errors import DDSRError
 
 MODES = ('proximal', 'compress')
+
+
+def auto_schedule(opt: dict) -> None:
+    """Replace ``epochSize: auto`` / ``Np: auto`` of ``train.optim_g`` by the values the authors' prune script
+    computes from ``datasets.train`` (:func:`ddsr.compress.obproxsg.authors_schedule`), in place, and log them."""
+    optim = opt['train']['optim_g']
+    if AUTO not in (optim.get('epochSize'), optim.get('Np')):
+        return
+    from basicsr.data import build_dataset
+    data = opt['datasets']['train']
+    samples, batch, world = len(build_dataset(data)), int(data['batch_size_per_gpu']), int(opt.get('world_size', 1))
+    epoch_size, n_prox = authors_schedule(samples, batch, world, int(opt['train']['total_iter']),
+                                          data.get('dataset_enlarge_ratio', 1))
+    if optim.get('epochSize') == AUTO:
+        optim['epochSize'] = epoch_size
+    if optim.get('Np') == AUTO:
+        optim['Np'] = n_prox
+    get_root_logger().info(f"OBProxSG schedule from the data set ({samples} samples, batch {batch} x world {world}): "
+                           f"epochSize {optim['epochSize']}, Np {optim['Np']}: proximal steps up to iteration "
+                           f"{optim['Np'] * optim['epochSize']}")
 
 
 @MODEL_REGISTRY.register()
@@ -52,6 +74,8 @@ class ProximalPruneSRModel(SRModel):
         if opt.get('is_train') and self.prune_opt['mode'] == 'proximal' and optim_type != 'OBProxSG':
             raise DDSRError(f'prune.mode: proximal trains with train.optim_g.type: OBProxSG (the L1 term lives in '
                             f'the optimizer), got {optim_type!r}')
+        if opt.get('is_train') and optim_type == 'OBProxSG':
+            auto_schedule(opt)
         super().__init__(opt)
 
     def optimize_parameters(self, current_iter: int) -> None:
@@ -94,7 +118,8 @@ class ProximalPruneSRModel(SRModel):
         density = self.density()
         path = osp.join(root, 'sparsity_report.json')
         report = {'mode': self.prune_opt['mode'], 'weights': 'params (net_g, exact zeros; not the EMA)',
-                  'arch': self.opt['network_g'], 'density': density}
+                  'arch': self.opt['network_g'], 'density': density,
+                  'density_authors': authors_density(self.get_bare_model(self.net_g), self.opt['network_g']['type'])}
         if isinstance(self.optimizer_g, OBProxSG):
             group = self.optimizer_g.param_groups[0]
             report['optimizer'] = {**self.optimizer_g.counters(), 'lr': group['lr'], 'lambda_': group['lambda_']}
