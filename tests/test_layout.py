@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / 'ddsr'
 
 # Layers, lowest first: a unit may import units of a lower rank (and itself), never a higher or an equal other one.
 RANK = {
-    'errors': 0, 'registry_import': 0, 'progress': 0,
+    'errors': 0, 'registry_import': 0, 'progress': 0, 'cpu_threads': 0,
     'checkpoint': 1, 'option_file': 1, 'zoo': 1,
     'compat': 2,
     'archs': 3, 'losses': 3, 'data': 3,
