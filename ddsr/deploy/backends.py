@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ddsr import cpu_threads
 from ddsr.archs.capabilities import ESA_REQUIREMENTS, SizeRequirements, capabilities_of
 from ddsr.archs.esa_upsample import tile_geometry
 from ddsr.archs.reparam import switch_to_deploy
@@ -101,8 +102,7 @@ def onnx_upscaler(path: str, threads: int | None = None) -> Upscaler:
     if not Path(path).is_file():
         raise DDSRError(f'ONNX model not found: {path}')
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
+    cpu_threads.configure_ort(opts, threads)
     try:
         session = ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
     except Exception as err:  # onnxruntime raises its own (non-exported) exception types

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ddsr import zoo
+from ddsr import cpu_threads, zoo
 from ddsr.deploy import cache
 from ddsr.errors import DDSRError
 
@@ -171,8 +171,7 @@ def ort_session(path: str, threads: int | None):
     except ImportError:
         raise DDSRError('onnxruntime is not installed: pip install onnxruntime') from None
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
+    cpu_threads.configure_ort(opts, threads)
     try:
         return ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
     except Exception as err:  # onnxruntime raises its own (non-exported) exception types
