@@ -153,37 +153,36 @@ class Adapter:
     With ``full`` threads, a share of the threads' runnable time spent waiting for a CPU above :data:`CROWDED`
     means other processes take the CPUs: the threads then wait at every barrier for a descheduled sibling, and
     1 thread runs faster (issue 28: 45% of the idle speed next to other jobs, 2 spinning threads 1-27%). At 1
-    thread, more than
-    :data:`ROOM` idle CPUs on the machine bring ``full`` back. ``torch.set_num_threads`` acts on the calling
-    thread, so the change is made by a global module forward pre-hook in the thread that runs the network; the
-    hook is installed once torch is imported (the policy is applied before that)."""
+    thread, more than :data:`ROOM` idle CPUs on the machine bring ``full`` back. ``torch.set_num_threads`` acts on
+    the calling thread, so a change is made by a global module forward pre-hook in the thread that runs the
+    network next; the hook removes itself once it has made the change (no cost while the count stays)."""
 
     def __init__(self, full: int) -> None:
-        self.full = self.desired = full
-        self.counts: dict[int, int] = {}  # thread id -> the count set there
+        self.full = self.desired = self.applied = full
+        self.handle: Any = None  # the pending hook's handle
         self.changes = 0
         threading.Thread(target=self._watch, name='ddsr-threads', daemon=True).start()
 
     def _hook(self, module: Any, args: Any) -> None:
-        ident = threading.get_ident()
-        if self.counts.get(ident, self.full) != self.desired:
-            import torch
-            torch.set_num_threads(self.desired)
-            self.counts[ident] = self.desired
-            self.changes += 1
+        import torch
+        self.applied = self.desired
+        torch.set_num_threads(self.applied)
+        self.changes += 1
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.remove()
 
     def _watch(self) -> None:
-        hooked = False
         last = (*_runqueue_ns(), _idle_cpu_s(), time.monotonic())
         while True:
             time.sleep(INTERVAL_S)
-            if not hooked and 'torch' in sys.modules and hasattr(sys.modules['torch'], 'nn'):
-                sys.modules['torch'].nn.modules.module.register_module_forward_pre_hook(self._hook)
-                hooked = True
             now = (*_runqueue_ns(), _idle_cpu_s(), time.monotonic())
             run, wait, idle, wall = (b - a for a, b in zip(last, now, strict=True))
             last = now
             self.desired = decide(self.desired, self.full, run, wait, idle, wall)
+            torch: Any = sys.modules.get('torch')
+            if self.desired != self.applied and self.handle is None and hasattr(torch, 'nn'):
+                self.handle = torch.nn.modules.module.register_module_forward_pre_hook(self._hook)
 
 
 def decide(current: int, full: int, run_ns: float, wait_ns: float, idle_cpu_s: float, wall_s: float) -> int:

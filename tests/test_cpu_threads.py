@@ -82,12 +82,13 @@ def test_user_settings_win():
     assert not threads['adapter'] and 'OMP_NUM_THREADS' not in threads['env']  # the command's --threads rules
 
 
-def test_adapter_hook_sets_the_count_in_the_thread_that_runs_the_network():
-    code = ('import time, torch, ddsr.cpu_threads as c; c.INTERVAL_S = 0.2; a = c.Adapter(2); '
-            'conv = torch.nn.Conv2d(3, 3, 3); time.sleep(1); c.INTERVAL_S = 3600; time.sleep(1); '  # hook installed
-            'a.desired = 1; conv(torch.ones(1, 3, 8, 8)); n1 = torch.get_num_threads(); '
-            'a.desired = 2; conv(torch.ones(1, 3, 8, 8)); print(n1, torch.get_num_threads(), a.changes)')
-    assert _python(code).stdout.split() == ['1', '2', '2']
+def test_adapter_changes_the_count_in_the_thread_that_runs_the_network():
+    code = ('import time, torch, ddsr.cpu_threads as c; from torch.nn.modules import module; wanted = [1]; '
+            'c.decide = lambda *args: wanted[0]; c.INTERVAL_S = 0.1; a = c.Adapter(2); '
+            'conv = torch.nn.Conv2d(3, 3, 3); time.sleep(1); conv(torch.ones(1, 3, 8, 8)); '
+            'n1 = torch.get_num_threads(); wanted[0] = 2; time.sleep(1); conv(torch.ones(1, 3, 8, 8)); '
+            'print(n1, torch.get_num_threads(), a.changes, len(module._global_forward_pre_hooks))')
+    assert _python(code).stdout.split() == ['1', '2', '2', '0']  # the hook is gone once it made the change
 
 
 def test_decide():
