@@ -21,6 +21,7 @@ environment, a command's ``--threads``, a ``torch.set_num_threads`` call before 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
@@ -119,7 +120,7 @@ def apply(threads: int | None = None, adapt: bool = True) -> dict[str, Any]:
         if cpus < torch_default:  # PyTorch reads OMP_NUM_THREADS when it starts its thread pool
             os.environ['OMP_NUM_THREADS'] = _state['env']['OMP_NUM_THREADS'] = str(cpus)
             _state['threads'] = cpus
-        if adapt and cpus > 1:
+        if adapt and cpus > 1 and os.path.isfile('/proc/self/schedstat'):  # Linux: the monitor's measure
             _state['adapter'] = Adapter(cpus)
         return _state
     import torch  # already imported: lower its count only from its default (a user's own count wins)
@@ -173,6 +174,10 @@ class Adapter:
             handle.remove()
 
     def _watch(self) -> None:
+        with contextlib.suppress(OSError, ValueError, IndexError):  # /proc unreadable: the count stays
+            self._measure()
+
+    def _measure(self) -> None:
         last = (*_runqueue_ns(), _idle_cpu_s(), time.monotonic())
         while True:
             time.sleep(INTERVAL_S)
