@@ -7,7 +7,7 @@ processes; fair share 1/2). Policies: ``default`` (``DDSR_THREADS=off``: the run
 policy), ``policy`` (ddsr's), ``1-thread`` (``DDSR_THREADS=off OMP_NUM_THREADS=1``; upscale also ``--threads 1``).
 
 Training: ``basicsr train`` of options/demo/train_DDistillSR_demo_x4.yml with ``--iters`` iterations, logging
-every iteration; it/s from the log's time stamps after the first ``--skip`` iterations (start-up and validation
+every iteration, no validation; it/s from the log's time stamps after the first ``--skip`` iterations (start-up and validation
 excluded). Upscale: whole ``ddsr upscale`` processes on ``--images`` 320x180 images (backend cache filled once
 before any timing, so every run uses the same backend), images per second. Each cell: ``--runs`` runs, min and
 median, and the 1-minute load average when the cell ended. Ratios: a loaded cell's minimum over the idle median of
@@ -82,8 +82,8 @@ def train_rate(root: Path, policy: str, iters: int, skip: int) -> float:
     """Iterations per second of a demo training run (from the log's time stamps after ``skip`` iterations)."""
     name = f'contention_{policy}_{time.monotonic_ns()}'
     proc = subprocess.run([sys.executable, '-m', 'ddsr.cli', 'basicsr', 'train', '-opt', OPTION, '--force_yml',
-                           f'name={name}', f'train:total_iter={iters}', 'logger:print_freq=1',
-                           f'val:val_freq={10 * iters}', f'logger:save_checkpoint_freq={10 * iters}'],
+                           f'name={name}', f'train:total_iter={iters}', 'logger:print_freq=1', 'val=~',
+                           f'logger:save_checkpoint_freq={10 * iters}'],
                           cwd=root, env=_env(policy), capture_output=True, text=True)
     _check(proc, 'training')
     stamps = {}
