@@ -7,7 +7,7 @@ processes; fair share 1/2). Policies: ``default`` (``DDSR_THREADS=off``: the run
 policy), ``policy`` (ddsr's), ``1-thread`` (``DDSR_THREADS=off OMP_NUM_THREADS=1``; upscale also ``--threads 1``).
 
 Training: ``basicsr train`` of options/demo/train_DDistillSR_demo_x4.yml with ``--iters`` iterations, logging
-every iteration, no validation; it/s from the log's time stamps after the first ``--skip`` iterations (start-up and validation
+every iteration, no validation; it/s from the log's time stamps after the first ``--skip`` iterations (start-up
 excluded). Upscale: whole ``ddsr upscale`` processes on ``--images`` 320x180 images (backend cache filled once
 before any timing, so every run uses the same backend), images per second. Each cell: ``--runs`` runs, min and
 median, and the 1-minute load average when the cell ended. Ratios: a loaded cell's minimum over the idle median of
@@ -122,7 +122,7 @@ def report(results: dict, loads: list[str], args: argparse.Namespace) -> str:
              f'{args.images} images 320x180 x4 ({Path(args.weights).name}, images/s)', '']
     lines += ['| task | policy | ' + ' | '.join(f'{load} (load avg)' for load in loads) + ' | ' +
               ' | '.join(f'{load} min / idle median' for load in loads if load != 'idle') + ' | idle vs default |',
-              '|---|---|' + '---:|' * (2 * len(loads))]
+              '|---|---|' + '---:|' * (2 * len(loads) + ('idle' not in loads))]
     for task in ('train', 'upscale'):
         for policy in POLICIES:
             cells = [f'{_cell(results[task, policy, load][0])} ({results[task, policy, load][1]})' for load in loads]
