@@ -9,6 +9,7 @@ network it runs. See :mod:`ddsr.registration` for the design. Public inference A
 """
 import importlib
 
+from ddsr import cpu_threads as _threads
 from ddsr import registration as _registration
 
 _registration.install()
@@ -23,6 +24,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         return importlib.import_module(f'{__name__}.{name}')
     if name == 'ImageUpscaler':
+        _threads.apply(adapt=False)  # before ddsr.api imports torch (ddsr.cpu_threads)
         from ddsr.api import ImageUpscaler
         return ImageUpscaler
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

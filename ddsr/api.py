@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ddsr import cpu_threads
 from ddsr.deploy.backends import Upscaler
 from ddsr.deploy.pipeline import finish, prepare
 
@@ -67,6 +68,7 @@ class ImageUpscaler:
     def __init__(self, net: nn.Module, arch: Mapping, device: str = 'cpu', tile: int | None = None,
                  tile_overlap: int = 64, name: str = '') -> None:
         from ddsr.deploy.backends import torch_upscaler
+        cpu_threads.apply(adapt=False)  # torch already loaded: thread count only (ddsr.cpu_threads)
         self.arch = dict(arch)
         self.name = name or str(self.arch.get('type', 'network'))
         self.tile, self.tile_overlap = tile, tile_overlap

@@ -29,7 +29,7 @@ from os import path as osp
 from typing import TYPE_CHECKING
 
 import ddsr  # noqa: F401  (light: arranges compat + registration for when basicsr is imported)
-from ddsr import commands, runlock, sample_errors
+from ddsr import commands, cpu_threads, runlock, sample_errors
 from ddsr.errors import DDSRError
 
 if TYPE_CHECKING:
@@ -151,6 +151,7 @@ def _ensure_demo_data(path: str, opt: dict, root: str, rank_zero: bool = True) -
 
 def run_pipeline(phase: str, args: list[str]) -> int:
     """Run BasicSR's train or test pipeline on ``args`` (BasicSR's own flags) with the cwd as root."""
+    cpu_threads.apply()  # before torch loads (ddsr.cpu_threads)
     from ddsr import run_seam
     from ddsr.checks import check_options, read_options
     from ddsr.checks.structure import ARCHIVE_FLAG
@@ -228,6 +229,7 @@ def ddsr_main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    cpu_threads.apply(getattr(args, 'threads', None))  # before a command imports torch (ddsr.cpu_threads)
     return _guarded(args.run, args)
 
 

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / 'ddsr'
 
 # Layers, lowest first: a unit may import units of a lower rank (and itself), never a higher or an equal other one.
 RANK = {
-    'errors': 0, 'registry_import': 0, 'progress': 0, 'fileio': 0, 'run_state': 0,
+    'errors': 0, 'registry_import': 0, 'progress': 0, 'fileio': 0, 'run_state': 0, 'cpu_threads': 0,
     'archs': 1,  # the arch units: checkpoint builds networks through ddsr.archs.registry, the zoo reads the units
     'checkpoint': 2, 'option_file': 2, 'zoo': 2,
     'compat': 3,

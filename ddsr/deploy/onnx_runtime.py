@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ddsr import cpu_threads
 from ddsr.deploy.padding import pad_numpy
 from ddsr.errors import DDSRError
 
@@ -39,8 +40,7 @@ def session(path: str, threads: int | None = None) -> Any:
     except ImportError:
         raise DDSRError('onnxruntime is not installed: pip install onnxruntime') from None
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
+    cpu_threads.configure_ort(opts, threads)  # threads and spinning under ddsr's CPU policy (docs/threads.md)
     try:
         return ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
     except Exception as err:  # onnxruntime raises its own (non-exported) exception types
