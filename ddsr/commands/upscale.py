@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'probe image and cached (docs/deploy.md); CUDA and tiled ESA nets: PyTorch; torch: PyTorch '
                         'inference_mode (no cache); onnxruntime: the cached export')
     parser.add_argument('--channels-last', action='store_true', help='--backend torch: channels_last memory format')
-    parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: the library default)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='CPU threads (default: the CPU policy of docs/threads.md)')
     parser.add_argument('--suffix', default='', help='appended to output names, e.g. _x4')
 
 
