@@ -26,6 +26,9 @@ from ddsr.compress.dependency import coupled_slices
 from ddsr.compress.importance import group_scores, keep_top, rank_scores
 from ddsr.compress.slicing import shuffle_groups, take
 
+# The authors' SRModel.get_density counts every parameter named '*weight*' under this prefix (authors_density)
+AUTHORS_DENSITY_SCOPE = 'body'
+
 DEFAULTS = dict(num_in_ch=3, num_out_ch=3, upscale=4, res_scale=1, img_range=255., rgb_mean=[0.4488, 0.4371, 0.4040])
 MINI_DEFAULTS = dict(num_feat=16, num_block=8, res_scale=2)
 

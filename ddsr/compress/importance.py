@@ -74,14 +74,16 @@ def density_by_group(net: nn.Module) -> dict[str, float]:
     return out
 
 
-AUTHORS_DENSITY_SCOPE = {'EDSR': 'body', 'SwinIR': 'layers'}  # authors' SRModel.get_density, by network type
-
-
 def authors_density(net: nn.Module, arch_type: str) -> float | None:
     """The authors' ``get_density``: non-zero fraction of every parameter whose name contains ``weight`` and
-    ``body`` (EDSR family) / ``layers`` (SwinIR family); None for other networks."""
-    scope = next((v for k, v in AUTHORS_DENSITY_SCOPE.items() if arch_type.startswith(k)), None)
-    if scope is None:
+    ``body`` (EDSR family) / ``layers`` (SwinIR family): the ``AUTHORS_DENSITY_SCOPE`` of the arch's compaction family
+    (named by its arch unit); None for networks without one."""
+    import importlib
+
+    from ddsr.archs.units import compaction_modules
+    module = compaction_modules().get(arch_type)
+    if module is None:
         return None
+    scope = importlib.import_module(module).AUTHORS_DENSITY_SCOPE
     weights = [w.detach() for name, w in net.named_parameters() if 'weight' in name and scope in name]
     return sum(int((w != 0).sum()) for w in weights) / max(1, sum(w.numel() for w in weights))

@@ -31,6 +31,9 @@ import torch
 from ddsr.compress.importance import group_scores, keep_top, rank_scores
 from ddsr.compress.slicing import take
 
+# The authors' SRModel.get_density counts every parameter named '*weight*' under this prefix (authors_density)
+AUTHORS_DENSITY_SCOPE = 'layers'
+
 BASE = dict(upscale=2, in_chans=3, img_size=64, img_range=1., upsampler='pixelshuffledirect', resi_connection='1conv')
 SWINIR = dict(embed_dim=96, depths=[6, 6, 6, 6], num_heads=[6, 6, 6, 6], window_size=7, mlp_ratio=4.)
 MINI = dict(embed_dim=24, depths=[4, 4, 4], num_heads=[6, 6, 6], window_size=8, mlp_ratio=2.)
