@@ -30,6 +30,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pretrained import pretrained_dir  # benchmarks/pretrained.py
 from report import load_average, publish  # benchmarks/report.py
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,12 +125,13 @@ def report(results: dict, loads: list[str], args: argparse.Namespace) -> str:
               ' | '.join(f'{load} min / idle median' for load in loads if load != 'idle') + ' | idle vs default |',
               '|---|---|' + '---:|' * (2 * len(loads) + ('idle' not in loads))]
     for task in ('train', 'upscale'):
-        for policy in POLICIES:
+        for policy in args.policy_list:
             cells = [f'{_cell(results[task, policy, load][0])} ({results[task, policy, load][1]})' for load in loads]
             idle = statistics.median(results[task, policy, 'idle'][0]) if 'idle' in loads else None
             ratios = [f'{min(results[task, policy, load][0]) / idle:.2f}' if idle else '-'
                       for load in loads if load != 'idle']
-            base = statistics.median(results[task, 'default', 'idle'][0]) if 'idle' in loads else None
+            base = statistics.median(results[task, 'default', 'idle'][0]) \
+                if 'idle' in loads and 'default' in args.policy_list else None
             vs = f'{idle / base:.2f}' if idle and base else '-'
             lines.append(f'| {task} | {policy} | ' + ' | '.join(cells + ratios) + f' | {vs} |')
     return '\n'.join(lines + ['', load_average()])
@@ -149,8 +151,11 @@ def main() -> None:
     parser.add_argument('--iters', type=int, default=40, help='training iterations per run (default 40)')
     parser.add_argument('--skip', type=int, default=5, help='first iterations not timed (default 5)')
     parser.add_argument('--images', type=int, default=6, help='images in the upscaled folder (default 6)')
-    parser.add_argument('--weights', default=str(REPO.parent / 'shared' / 'pretrained' / 'DIPNet_x4.pth'),
-                        help='checkpoint for ddsr upscale (default: DIPNet x4 of the shared weights folder)')
+    parser.add_argument('--weights', default=str(pretrained_dir() / 'DIPNet_x4.pth'),
+                        help='checkpoint for ddsr upscale (default: DIPNet_x4.pth of benchmarks/pretrained.py)')
+    parser.add_argument('--policies', default=','.join(POLICIES),
+                        help=f'comma-separated subset of {",".join(POLICIES)} (default all; "default" is needed for '
+                             'the idle-vs-default column)')
     parser.add_argument('--loads', default='idle,torch,yes', help='comma-separated subset of idle,torch,yes')
     parser.add_argument('--quick', action='store_true', help='1 run, 4 iterations, 2 images: checks that it runs')
     parser.add_argument('--out', help='also write the report here (Markdown)')
@@ -158,6 +163,10 @@ def main() -> None:
     if args.quick:
         args.runs, args.iters, args.skip, args.images = 1, 4, 1, 2
     loads = [load.strip() for load in args.loads.split(',')]
+    policies = [policy.strip() for policy in args.policies.split(',')]
+    if not set(policies) <= set(POLICIES):
+        parser.error(f'--policies {args.policies}: choose from {", ".join(POLICIES)}')
+    args.policy_list = policies
     if not set(loads) <= {'idle', 'torch', 'yes'}:
         parser.error(f'--loads {args.loads}: choose from idle, torch, yes')
     if not Path(args.weights).is_file():
@@ -179,15 +188,15 @@ def main() -> None:
             procs = start_load(load)
             try:
                 for task in ('train', 'upscale'):
-                    for policy in POLICIES:  # interleaved runs: the policies see the same load over time
+                    for policy in policies:  # interleaved runs: the policies see the same load over time
                         results.setdefault((task, policy, load), ([], ''))
                     for _ in range(args.runs):
-                        for policy in POLICIES:
+                        for policy in policies:
                             rate = train_rate(root, policy, args.iters, args.skip) if task == 'train' else \
                                 upscale_rate(root, policy, args.weights, args.images)
                             results[task, policy, load][0].append(rate)
                             print(f'{load:5} {task:7} {policy:8} {rate:.3f}/s  {load_average()}', flush=True)
-                    for policy in POLICIES:
+                    for policy in policies:
                         results[task, policy, load] = (results[task, policy, load][0],
                                                        open('/proc/loadavg').read().split()[0])
             finally:
