@@ -35,15 +35,27 @@ def rgba(h: int = 20, w: int = 24, dtype=np.uint8) -> np.ndarray:
     return img
 
 
+def inputs(tmp_path: Path, **images: np.ndarray) -> Path:
+    """The folder ``tmp_path/in`` holding ``images`` (file name -> cv2 image)."""
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    for name, img in images.items():
+        cv2.imwrite(str(folder / name.replace('_', '.')), img)
+    return folder
+
+
+def one_input(tmp_path: Path, name: str, img: np.ndarray) -> Path:
+    """``img`` written as ``tmp_path/in/name`` (the folder holds only it)."""
+    return inputs(tmp_path, **{name.replace('.', '_'): img}) / name
+
+
 def upscale(weights: Path, src: Path, out: Path, *flags: str) -> int:
     return ddsr_main(['upscale', '--weights', str(weights), '--backend', 'torch', '--device', 'cpu', '-i', str(src),
                       '-o', str(out), *flags])
 
 
 def test_outscale_sizes_and_net_scale_is_the_network_output(weights, tmp_path, capsys):
-    src = tmp_path / 'in' / 'a.png'
-    src.parent.mkdir()
-    cv2.imwrite(str(src), np.random.default_rng(1).integers(0, 256, (20, 23, 3), dtype=np.uint8))
+    src = one_input(tmp_path, 'a.png', np.random.default_rng(1).integers(0, 256, (20, 23, 3), dtype=np.uint8))
     shapes = {}
     for flag in ('none', '2', '3.5', '4', '4.0'):
         assert upscale(weights, src, tmp_path / flag, *(() if flag == 'none' else ('--outscale', flag))) == 0
@@ -68,9 +80,7 @@ def test_resize_to_clips_floats_and_keeps_equal_sizes():
 
 @pytest.mark.parametrize('ext,channels', [('png', 4), ('webp', 4), ('jpg', 3)])
 def test_ext_writes_that_format_and_keeps_alpha_where_it_can(weights, tmp_path, ext, channels, capsys):
-    src = tmp_path / 'in' / 'cut.png'
-    src.parent.mkdir()
-    cv2.imwrite(str(src), rgba())
+    src = one_input(tmp_path, 'cut.png', rgba())
     assert upscale(weights, src, tmp_path / 'out', '--ext', ext, '--quality', '90') == 0
     written = sorted(p.name for p in (tmp_path / 'out').iterdir())
     assert written == [f'cut.{ext}']
@@ -83,19 +93,14 @@ def test_ext_writes_that_format_and_keeps_alpha_where_it_can(weights, tmp_path, 
     err = capsys.readouterr().err
     assert ('alpha composited onto white' in err) == (ext == 'jpg')
     if ext != 'jpg':  # alpha is kept (webp is lossy in colour; its alpha stays close)
-        png = cv2.imread(str(tmp_path / 'out' / f'cut.{ext}'), cv2.IMREAD_UNCHANGED)
-        assert np.abs(png[..., 3].astype(int) - cv2.resize(rgba()[..., 3], (96, 80),
-                                                           interpolation=cv2.INTER_CUBIC)).max() <= (0 if ext == 'png'
-                                                                                                     else 8)
+        bicubic = cv2.resize(rgba()[..., 3], (96, 80), interpolation=cv2.INTER_CUBIC)
+        assert np.abs(decoded[..., 3].astype(int) - bicubic).max() <= (0 if ext == 'png' else 8)
 
 
 def test_ext_auto_keeps_the_input_format_unless_it_cannot_hold_the_image(weights, tmp_path):
-    folder = tmp_path / 'in'
-    folder.mkdir()
     rng = np.random.default_rng(2)
-    cv2.imwrite(str(folder / 'p.jpg'), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
-    cv2.imwrite(str(folder / 'w.webp'), rgba(16, 16))
-    cv2.imwrite(str(folder / 'deep.tif'), rng.integers(0, 65536, (16, 16, 3), dtype=np.uint16))
+    folder = inputs(tmp_path, p_jpg=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), w_webp=rgba(16, 16),
+                    deep_tif=rng.integers(0, 65536, (16, 16, 3), dtype=np.uint16))
     assert upscale(weights, folder, tmp_path / 'out', '--ext', 'auto') == 0
     out = tmp_path / 'out'
     assert sorted(p.name for p in out.iterdir()) == ['deep.png', 'p.jpg', 'w.webp']
@@ -106,19 +111,15 @@ def test_ext_auto_keeps_the_input_format_unless_it_cannot_hold_the_image(weights
 
 
 def test_16_bit_into_jpg_is_converted_with_a_note(weights, tmp_path, capsys):
-    src = tmp_path / 'in' / 'deep.png'
-    src.parent.mkdir()
-    cv2.imwrite(str(src), np.random.default_rng(3).integers(0, 65536, (16, 16, 3), dtype=np.uint16))
+    src = one_input(tmp_path, 'deep.png', np.random.default_rng(3).integers(0, 65536, (16, 16, 3), dtype=np.uint16))
     assert upscale(weights, src, tmp_path / 'out', '--ext', 'jpg') == 0
     assert cv2.imread(str(tmp_path / 'out' / 'deep.jpg'), cv2.IMREAD_UNCHANGED).dtype == np.uint8
     assert 'note: 16-bit reduced to 8-bit (jpg holds 8 bits): 1 image(s)' in capsys.readouterr().err
 
 
 def test_alpha_network_and_bicubic(weights, tmp_path):
-    src = tmp_path / 'in' / 'cut.png'
-    src.parent.mkdir()
     img = rgba()
-    cv2.imwrite(str(src), img)
+    src = one_input(tmp_path, 'cut.png', img)
     outs = {}
     for mode in ('bicubic', 'network'):
         assert upscale(weights, src, tmp_path / mode, '--alpha', mode) == 0
@@ -134,11 +135,9 @@ def test_alpha_network_and_bicubic(weights, tmp_path):
 
 
 def test_compare_writes_bicubic_next_to_the_network(weights, tmp_path):
-    folder = tmp_path / 'in'
-    folder.mkdir()
     rng = np.random.default_rng(4)
-    cv2.imwrite(str(folder / 'small.png'), rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
-    cv2.imwrite(str(folder / 'big.png'), rng.integers(0, 256, (140, 150, 3), dtype=np.uint8))
+    folder = inputs(tmp_path, small_png=rng.integers(0, 256, (20, 24, 3), dtype=np.uint8),
+                    big_png=rng.integers(0, 256, (140, 150, 3), dtype=np.uint8))
     assert upscale(weights, folder, tmp_path / 'out', '--compare', '--suffix', '_x4') == 0
     out = tmp_path / 'out'
     assert sorted(p.name for p in out.iterdir()) == ['big_x4.png', 'big_x4_compare.png', 'small_x4.png',
