@@ -167,14 +167,13 @@ class ImageUpscaler:
     def upscale_file(self, src: str | os.PathLike, dst: str | os.PathLike, tile: int | None = _UNSET,
                      tile_overlap: int | None = None) -> Path:
         """Read an image file, super-resolve it, write it via a temporary file in the ``ext`` format (PNG by
-        default: same bit depth and mode); the path written (``dst`` with that format's suffix)."""
+        default: same bit depth and mode); the path written (``dst``, its suffix replaced when it names another
+        format)."""
         from ddsr.data.image_io import read_image
-        from ddsr.deploy.output import output_format, save_output
+        from ddsr.deploy.output import save_output
         from ddsr.deploy.pipeline import PNG_LEVEL
         tile = self.tile if tile is _UNSET else tile
         overlap = self.tile_overlap if tile_overlap is None else tile_overlap
         img = read_image(src, 'unchanged')
-        dst = Path(dst)
-        save_output(dst, Path(src), upscale_array(self.runner, img, tile, overlap, output=self.output), img,
-                    self.output, PNG_LEVEL)
-        return dst.with_suffix(f'.{output_format(Path(src), img, self.output.ext)}')
+        out = upscale_array(self.runner, img, tile, overlap, output=self.output)
+        return save_output(Path(dst), Path(src), out, img, self.output, PNG_LEVEL)[0]

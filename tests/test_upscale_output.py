@@ -163,6 +163,10 @@ def test_bad_output_flags_are_one_error_line(weights, tmp_path, capsys):
                           (['--quality', '101'], '--quality 101: must be 1-100')):
         assert main(['upscale', '--weights', str(weights), '-i', str(src), '-o', str(tmp_path / 'o'), *flags]) == 2
         assert f'error: {needle}' in capsys.readouterr().err
+    folder = inputs(tmp_path, a_png=np.zeros((8, 8, 3), np.uint8), a_compare_png=np.zeros((8, 8, 3), np.uint8))
+    (folder / 'a.compare.png').rename(folder / 'a_compare.png')
+    assert main(['upscale', '--weights', str(weights), '-i', str(folder), '-o', str(tmp_path / 'o'), '--compare']) == 2
+    assert 'a_compare.png is both an output and a comparison picture' in capsys.readouterr().err
 
 
 def test_image_upscaler_takes_the_same_options(weights, tmp_path):

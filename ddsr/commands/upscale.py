@@ -140,7 +140,7 @@ def saver(output: OutputSettings) -> tuple[Save, dict[str, int]]:
     notes: dict[str, int] = {}
 
     def save(src: Path, dst: Path, sr, alpha_sr, img) -> None:
-        for note in save_output(dst, src, make_output(sr, alpha_sr, img, output), img, output, PNG_LEVEL):
+        for note in save_output(dst, src, make_output(sr, alpha_sr, img, output), img, output, PNG_LEVEL)[1]:
             notes[note] = notes.get(note, 0) + 1
 
     return save, notes
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     files = collect_inputs(args.input)
     out_dir = Path(args.output)
     resolved = {f.resolve() for f in files}
-    from ddsr.deploy.output import target_name
+    from ddsr.deploy.output import alpha_input, compare_path, target_name
     targets = [out_dir / target_name(f, args.suffix, args.ext) for f in files]
     if any(f.parent.resolve() == out_dir.resolve() for f in files) or resolved & {t.resolve() for t in targets}:
         raise DDSRError(f'--output {out_dir} holds input images: choose another folder (inputs are never overwritten)')
@@ -162,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
             raise DDSRError(f'{seen[dst]} and {src} would both be written to {dst} (same stem, different extension): '
                             'move or rename one of them, or give them separate runs')
         seen[dst] = src
-    from ddsr.deploy.output import alpha_input
+    clash = sorted(str(p) for p in {compare_path(t) for t in targets} & set(targets)) if args.compare else []
+    if clash:
+        raise DDSRError(f'--compare: {clash[0]} is both an output and a comparison picture: rename that input')
     from ddsr.deploy.pipeline import run_folder
     from ddsr.deploy.runner import describe, make_plan
     from ddsr.progress import progress

@@ -168,16 +168,17 @@ def comparison(img: np.ndarray, out: np.ndarray, label: str) -> np.ndarray:
 
 
 def save_output(dst: Path, src: Path, out: np.ndarray, img: np.ndarray, settings: OutputSettings,
-                png_level: int | None = None) -> list[str]:
-    """Write the output ``out`` of ``src`` (decoded: ``img``) to ``dst`` (and its comparison picture); notes on
-    what was converted. An ``auto`` format that cannot hold the image writes PNG under the ``.png`` name."""
+                png_level: int | None = None) -> tuple[Path, list[str]]:
+    """Write the output ``out`` of ``src`` (decoded: ``img``) to ``dst`` (and its comparison picture): the path
+    written and notes on what was converted. ``dst``'s suffix is replaced when it names another format than the
+    one written (e.g. an ``auto`` format that cannot hold the image: PNG under the ``.png`` name)."""
     fmt = output_format(src, img, settings.ext)
-    if dst.suffix != f'.{fmt}':
+    if _FORMAT_OF_SUFFIX.get(dst.suffix.lower()) != fmt:
         dst = dst.with_suffix(f'.{fmt}')
     notes = write_image(dst, out, fmt, settings.quality, png_level)
     if settings.compare is not None:
         write_png(compare_path(dst), comparison(img, out, settings.compare), compression=png_level)
-    return notes
+    return dst, notes
 
 
 def target_name(src: Path, suffix: str, ext: str) -> str:
