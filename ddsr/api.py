@@ -15,7 +15,9 @@ size, exact tiling for ESA nets); the low-level runner of that runtime is the ``
   [0, 1] in, float32 out;
 - ``torch.Tensor``: (3, H, W) or (N, 3, H, W) float in [0, 1], the same layout out.
 
-Alpha is upscaled by bicubic interpolation, gray runs as three equal channels (as in ``ddsr upscale``).
+Alpha is upscaled by bicubic interpolation (``alpha='network'``: by the network, as a gray image), gray runs as
+three equal channels (as in ``ddsr upscale``). ``outscale``, ``alpha``, ``ext`` and ``quality`` mean what the
+``ddsr upscale`` flags of the same names mean (:mod:`ddsr.deploy.output`).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from torch import Tensor, nn
 
 from ddsr import cpu_threads
 from ddsr.deploy.backends import Upscaler
-from ddsr.deploy.pipeline import finish, prepare
+from ddsr.deploy.output import DEFAULT_QUALITY, OutputSettings, resize_to, upscale_image
 
 if TYPE_CHECKING:
     from ddsr.deploy.source import NetworkSource
@@ -39,10 +41,11 @@ _UNSET: Any = object()
 
 
 def upscale_array(up: Upscaler, img: np.ndarray, tile: int | None = None, overlap: int = 16,
-                  progress: Any = None) -> np.ndarray:
+                  progress: Any = None, output: OutputSettings | None = None) -> np.ndarray:
     """Super-resolve a cv2 image (gray, BGR or BGRA; uint8 or uint16); same mode and bit depth out (the pixel
-    conversions of :mod:`ddsr.deploy.pipeline`, shared with ``ddsr upscale``'s folder pipeline)."""
-    return finish(up(torch.from_numpy(prepare(img)), tile, overlap, progress).numpy(), img)
+    conversions of :mod:`ddsr.deploy.pipeline` and :mod:`ddsr.deploy.output`, shared with ``ddsr upscale``)."""
+    return upscale_image(lambda x: up(torch.from_numpy(x), tile, overlap, progress).numpy(), img,
+                         output or OutputSettings())
 
 
 def _is_pil(image: Any) -> bool:
@@ -63,10 +66,16 @@ class ImageUpscaler:
         tile: Default tile size in LR px (None: whole image).
         tile_overlap: Default context per tile side in LR px.
         name: Shown in ``repr``.
+        outscale: Final scale (None: the network's); alpha: ``bicubic`` or ``network``; ext, quality: the format
+            :meth:`upscale_file` writes (``png``, ``jpg``, ``webp`` or ``auto``: the input's). As the ``ddsr
+            upscale`` flags of these names.
     """
 
     def __init__(self, net: nn.Module, arch: Mapping, device: str = 'cpu', tile: int | None = None,
-                 tile_overlap: int = 64, name: str = '') -> None:
+                 tile_overlap: int = 64, name: str = '', outscale: float | None = None, alpha: str = 'bicubic',
+                 ext: str = 'png', quality: int = DEFAULT_QUALITY) -> None:
+        self.output = OutputSettings(outscale=outscale, ext=ext, quality=quality, alpha=alpha)
+        self.output.check()
         from ddsr.deploy.backends import torch_upscaler
         cpu_threads.apply(adapt=False)  # torch already loaded: thread count only (ddsr.cpu_threads)
         self.arch = dict(arch)
@@ -112,7 +121,8 @@ class ImageUpscaler:
         overlap = self.tile_overlap if tile_overlap is None else tile_overlap
         if isinstance(image, Tensor):
             batch = image if image.ndim == 4 else image[None]
-            out = torch.cat([self._tensor(x[None], tile, overlap) for x in batch]).to(image.device, image.dtype)
+            out = torch.cat([self._resized(self._tensor(x[None], tile, overlap), x.shape[-2:]) for x in batch])
+            out = out.to(image.device, image.dtype)
             return out if image.ndim == 4 else out[0]
         if _is_pil(image):
             from PIL import Image
@@ -129,7 +139,7 @@ class ImageUpscaler:
             img = img[..., 0]
         if img.dtype in (np.uint8, np.uint16):
             bgr = img if img.ndim == 2 else img[..., [2, 1, 0, 3][:img.shape[2]]]  # ddsr's runtime reads cv2's BGR
-            out = upscale_array(self.runner, np.ascontiguousarray(bgr), tile, overlap)
+            out = upscale_array(self.runner, np.ascontiguousarray(bgr), tile, overlap, output=self.output)
             return out if out.ndim == 2 else np.ascontiguousarray(out[..., [2, 1, 0, 3][:out.shape[2]]])
         if not np.issubdtype(img.dtype, np.floating):
             raise TypeError(f'unsupported pixel type {img.dtype} (uint8, uint16 or float in [0, 1])')
@@ -137,21 +147,35 @@ class ImageUpscaler:
         x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None]
         sr = self._tensor(x, tile, overlap)[0].numpy().transpose(1, 2, 0)
         if img.ndim == 2:
-            return sr.mean(axis=2)
+            return resize_to(np.ascontiguousarray(sr.mean(axis=2)), img.shape[:2], self.output.outscale)
         if img.shape[2] == 4:
-            import cv2
-            alpha = cv2.resize(img[..., 3].astype(np.float32), (sr.shape[1], sr.shape[0]),
-                               interpolation=cv2.INTER_CUBIC)
+            if self.output.alpha == 'network':
+                a = torch.from_numpy(np.ascontiguousarray(img[..., 3], dtype=np.float32))
+                alpha = self._tensor(a.expand(1, 3, *a.shape), tile, overlap)[0].mean(0).numpy()
+            else:
+                import cv2
+                alpha = cv2.resize(img[..., 3].astype(np.float32), (sr.shape[1], sr.shape[0]),
+                                   interpolation=cv2.INTER_CUBIC)
             sr = np.concatenate([sr, np.clip(alpha, 0, 1)[..., None]], axis=2)
-        return np.ascontiguousarray(sr, dtype=np.float32)
+        return resize_to(np.ascontiguousarray(sr, dtype=np.float32), img.shape[:2], self.output.outscale)
+
+    def _resized(self, sr: Tensor, hw: Any) -> Tensor:
+        """A (1, 3, H, W) output resized to ``outscale`` (as every other output, in NumPy with OpenCV)."""
+        if self.output.outscale is None:
+            return sr
+        arr = resize_to(np.ascontiguousarray(sr[0].permute(1, 2, 0).numpy()), tuple(hw), self.output.outscale)
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None]
 
     def upscale_file(self, src: str | os.PathLike, dst: str | os.PathLike, tile: int | None = _UNSET,
                      tile_overlap: int | None = None) -> Path:
-        """Read an image file, super-resolve it, write a PNG (same bit depth and mode) via a temporary file."""
-        from ddsr.data.image_io import read_image, write_png
+        """Read an image file, super-resolve it, write it via a temporary file in the ``ext`` format (PNG by
+        default: same bit depth and mode); the path written (``dst``, its suffix replaced when it names another
+        format)."""
+        from ddsr.data.image_io import read_image
+        from ddsr.deploy.output import save_output
         from ddsr.deploy.pipeline import PNG_LEVEL
         tile = self.tile if tile is _UNSET else tile
         overlap = self.tile_overlap if tile_overlap is None else tile_overlap
-        write_png(dst, upscale_array(self.runner, read_image(src, 'unchanged'), tile, overlap),
-                  compression=PNG_LEVEL)
-        return Path(dst)
+        img = read_image(src, 'unchanged')
+        out = upscale_array(self.runner, img, tile, overlap, output=self.output)
+        return save_output(Path(dst), Path(src), out, img, self.output, PNG_LEVEL)[0]

@@ -59,3 +59,11 @@ def crop(img: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     top, left = max(0, min(top, h - size)), max(0, min(left, w - size))
     return img[top:top + size, left:left + size]
+
+
+def centre_crop(img: np.ndarray, max_side: int) -> np.ndarray:
+    """The centre of ``img``, at most ``max_side`` px high and wide (the whole image when it is smaller)."""
+    h, w = img.shape[:2]
+    ch, cw = min(h, max_side), min(w, max_side)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return img[top:top + ch, left:left + cw]

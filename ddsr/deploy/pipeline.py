@@ -7,8 +7,9 @@ behind the forward instead of adding to it. Queues hold at most 2 items per stag
 image (unreadable file, failed write) are collected per file; the rest go on.
 
 Pixel conversions equal :func:`ddsr.api.upscale_array` bit for bit (same NumPy operations): gray
-runs as 3 equal channels and its output is their mean; alpha is upscaled by bicubic interpolation; 8/16-bit in and
-out, rounded.
+runs as 3 equal channels and its output is their mean; alpha is upscaled by bicubic interpolation (or by the
+network: ``alpha_input``); 8/16-bit in and out, rounded. What is written (format, output scale, comparison
+picture) is the caller's ``save`` (:mod:`ddsr.deploy.output` for ``ddsr upscale``; PNG by default).
 
 PNG encoding (:data:`PNG_LEVEL`, chosen here for speed): OpenCV's own default settings, which are faster than any
 explicit zlib level with OpenCV 5. Measured on a 1920x1080 photo (opencv-python 5.0.0, 2-core machine, load ~2,
@@ -31,6 +32,9 @@ from ddsr.errors import DDSRError
 
 PNG_LEVEL: int | None = None  # zlib level of the written PNGs; None: OpenCV's default (module docstring)
 Forward = Callable[[np.ndarray], np.ndarray]  # (1, 3, h, w) float32 in [0, 1] -> (1, 3, s*h, s*w) float32
+# save(src, dst, sr, alpha_sr, img): write the output of ``img`` (``alpha_sr``: the network's output on its alpha)
+Save = Callable[[Path, Path, np.ndarray, 'np.ndarray | None', np.ndarray], None]
+AlphaInput = Callable[[np.ndarray], 'np.ndarray | None']  # the network input of an image's alpha, or None
 _DONE = object()
 
 
@@ -71,11 +75,16 @@ def _reader(files: Sequence[Path], out: queue.Queue, stop: threading.Event) -> N
     out.put(_DONE)
 
 
-def _writer(jobs: queue.Queue, failed: dict, lock: threading.Lock) -> None:
+def save_png(src: Path, dst: Path, sr: np.ndarray, alpha_sr: np.ndarray | None, img: np.ndarray) -> None:
+    """The default ``save``: the output as PNG, same mode and bit depth (alpha by bicubic interpolation)."""
+    write_png(dst, finish(sr, img), compression=PNG_LEVEL)
+
+
+def _writer(jobs: queue.Queue, failed: dict, lock: threading.Lock, save: Save) -> None:
     while (job := jobs.get()) is not _DONE:
-        src, dst, sr, img = job
+        src, dst, sr, alpha_sr, img = job
         try:
-            write_png(dst, finish(sr, img), compression=PNG_LEVEL)
+            save(src, dst, sr, alpha_sr, img)
         except (DDSRError, cv2.error, OSError) as err:
             with lock:
                 failed[src] = err
@@ -83,8 +92,10 @@ def _writer(jobs: queue.Queue, failed: dict, lock: threading.Lock) -> None:
 
 def run_folder(forward: Forward, files: Sequence[Path], targets: Sequence[Path],
                on_image: Callable[[Path, tuple[int, ...]], None] | None = None,
-               on_done: Callable[[Path], None] | None = None, workers: int = 1) -> dict[Path, Exception]:
-    """Super-resolve ``files`` into ``targets`` (PNG); ``{file: error}`` of the images that failed.
+               on_done: Callable[[Path], None] | None = None, workers: int = 1, save: Save = save_png,
+               alpha_input: AlphaInput | None = None) -> dict[Path, Exception]:
+    """Super-resolve ``files`` into ``targets`` (``save``: PNG by default); ``{file: error}`` of the images that
+    failed. ``alpha_input(img)``: the network input of the image's alpha when the network upscales it too.
 
     ``on_image(src, shape)`` is called before each forward, ``on_done(src)`` after it (progress display; called
     under a lock). ``workers`` > 1 runs that many forwards at once (threads: ``forward`` must be thread-safe and
@@ -97,7 +108,7 @@ def run_folder(forward: Forward, files: Sequence[Path], targets: Sequence[Path],
     stop = threading.Event()
     crashed: list[BaseException] = []
     reader = threading.Thread(target=_reader, args=(files, decoded, stop), daemon=True, name='ddsr-decode')
-    writer = threading.Thread(target=_writer, args=(jobs, failed, lock), daemon=True, name='ddsr-encode')
+    writer = threading.Thread(target=_writer, args=(jobs, failed, lock, save), daemon=True, name='ddsr-encode')
     reader.start()
     writer.start()
     dst_of = dict(zip(files, targets, strict=True))
@@ -114,7 +125,8 @@ def run_folder(forward: Forward, files: Sequence[Path], targets: Sequence[Path],
                     with lock:
                         on_image(src, img.shape)
                 try:
-                    jobs.put((src, dst_of[src], forward(x), img))
+                    x_alpha = alpha_input(img) if alpha_input else None
+                    jobs.put((src, dst_of[src], forward(x), None if x_alpha is None else forward(x_alpha), img))
                 except DDSRError as fwd_err:
                     err = fwd_err
             with lock:
