@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """What is written: --outscale, --ext, --quality, --alpha, --compare (docs/upscale.md)."""
-    from ddsr.deploy.output import ALPHA_MODES, DEFAULT_QUALITY, EXTS
+    from ddsr.deploy.output_choices import ALPHA_MODES, DEFAULT_QUALITY, EXTS
     parser.add_argument('--outscale', type=float, default=None, metavar='FLOAT',
                         help="final scale (default: the network's): the network, then a resize to round(FLOAT x input "
                         'size) (INTER_AREA shrinking, LANCZOS4 enlarging)')

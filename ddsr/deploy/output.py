@@ -29,12 +29,10 @@ import numpy as np
 
 from ddsr.data.image_io import write_png
 from ddsr.data.side_by_side import centre_crop, side_by_side
+from ddsr.deploy.output_choices import ALPHA_MODES, DEFAULT_QUALITY, EXTS
 from ddsr.deploy.pipeline import finish, prepare
 from ddsr.errors import DDSRError
 
-EXTS = ('png', 'jpg', 'webp', 'auto')
-ALPHA_MODES = ('bicubic', 'network')
-DEFAULT_QUALITY = 95  # jpg/webp quality (chosen here: visually lossless for photos, as Real-ESRGAN users expect)
 COMPARE_MAX_SIDE = 512  # px per panel of a --compare picture (chosen here: two panels fit a laptop screen)
 _FORMAT_OF_SUFFIX = {'.png': 'png', '.jpg': 'jpg', '.jpeg': 'jpg', '.webp': 'webp'}
 Forward = Callable[[np.ndarray], np.ndarray]
