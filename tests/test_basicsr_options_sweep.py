@@ -165,7 +165,8 @@ def test_no_false_refusal_over_basicsr_option_files(tmp_path, monkeypatch, capsy
         listed += sum(listing(ds, str(root), 'x') is not None for ds in opt['datasets'].values())
     with capsys.disabled():
         print(f'\nBasicSR 1.4.2 option files checked: {len(checked)} of {len(FILES)} '
-              f'({listed} data sets with their files listed), false refusals: {len(refused)}; refused as BasicSR fails: {len(expected_refusals)}')
+              f'({listed} data sets with their files listed), false refusals: {len(refused)}; '
+              f'refused as BasicSR fails: {len(expected_refusals)}')
     assert refused == [], '\n'.join(refused)
     assert sorted(expected_refusals) == sorted(BASICSR_FAILS)
     assert unbuilt == []  # every file's data could be laid out so that BasicSR builds it
