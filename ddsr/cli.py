@@ -135,7 +135,7 @@ def _ensure_demo_data(path: str, opt: dict, root: str) -> None:
 
 def run_pipeline(phase: str, args: list[str]) -> int:
     """Run BasicSR's train or test pipeline on ``args`` (BasicSR's own flags) with the cwd as root."""
-    from ddsr import console, guards, preempt, zoo
+    from ddsr import console, guards, preempt, resume, zoo
     from ddsr.checks import check_options, read_options
     from ddsr.checks.structure import ARCHIVE_FLAG
     from ddsr.compat import reset_basicsr_logger
@@ -162,7 +162,7 @@ def run_pipeline(phase: str, args: list[str]) -> int:
                     preempt.stopping_models(state), zoo.resolving_option_paths():
                 if phase == 'train':
                     from basicsr.train import train_pipeline
-                    with console.installed(opt):  # logger.console: progress -> the short console (ddsr.console)
+                    with console.installed(opt), resume.exact():  # ddsr.console; exact resume (ddsr.resume)
                         train_pipeline(root)
                 else:
                     from basicsr.test import test_pipeline
