@@ -23,7 +23,8 @@ Nothing changes for a run that is not resumed: the same batches, seeds and gener
 worker adds its generator states to a batch dict under a private key, removed before the model sees the batch).
 Not covered (BasicSR's resume then, with a warning): ``prefetch_mode: cuda`` (the batch after the saved step is
 already loaded), ``prefetch_mode: cpu`` with 0 workers (a thread draws augmentations concurrently with the main
-process), several ranks (only rank 0's generators would be recorded), and a state without its ``.rng`` file.
+process), and a state without its ``.rng`` file. With several ranks each rank's record is gathered and rank 0
+writes them together; each rank resumes from its own.
 """
 import contextlib
 import functools
@@ -44,7 +45,7 @@ FORMAT = 1
 
 def _states(cuda: bool = False) -> dict[str, Any]:
     """The generator states of this process (CUDA's on request, when CUDA is in use), as tensors, numbers and
-    strings only (a training folder's files are read with ``torch.load(weights_only=True)``)."""
+    strings only (a training folder's files are read weights-only, ``ddsr.checkpoint.load_file``)."""
     version, mt, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     states = {'python': [version, torch.tensor(mt, dtype=torch.int64), gauss],
@@ -154,7 +155,7 @@ class ResumableLoader:
         self.loader, self.opt, self.resume = loader, opt, resume
         self.created = 0
         self.current: _EpochIterator | None = None
-        self.pending: tuple[str, dict] | None = None  # (rng file, record): rewritten at the next fetch
+        self.pending: tuple[str, list] | None = None  # (rng file, records per rank): rewritten at the next fetch
         self.handed = resume['iter'] if resume else 0  # batches handed to the train loop = its iteration
         self.before: dict | None = None  # the record as it was before the latest fetch
         self.sampler = _SkippingSampler(loader.batch_sampler.sampler)
@@ -196,18 +197,21 @@ class ResumableLoader:
     def saved(self, path: str, current_iter: int) -> None:
         """A training state of iteration ``current_iter`` was written to ``path``: write its ``.rng`` file. A
         checkpoint is saved after step ``current_iter`` (record: now, rewritten at the next fetch, after a
-        validation); a preemption stop (ddsr.preempt) after the next batch was fetched (record: before that fetch)."""
-        from ddsr.checkpoint import atomic_save
+        validation); a preemption stop (ddsr.preempt) after the next batch was fetched (record: before that fetch).
+        Every rank calls this (BasicSR's loop saves on all ranks; rank 0 writes): the ranks' records are gathered
+        and rank 0 writes them all."""
         if self.handed == current_iter:
-            record = {**self._record(self.current), 'iter': current_iter}
-            self.pending = (path + SUFFIX, record)
+            record: dict | None = {**self._record(self.current), 'iter': current_iter}
         elif self.handed == current_iter + 1 and self.before is not None:
             record = {**self.before, 'iter': current_iter}
         else:
             warnings.warn(f'exact resume: no record for iteration {current_iter} (the loop is at {self.handed})',
                           stacklevel=2)
-            return
-        atomic_save(record, path + SUFFIX)
+            record = None
+        records = _gather(record)
+        if self.handed == current_iter:
+            self.pending = (path + SUFFIX, records)
+        _write(path + SUFFIX, records, require=path)
 
     def before_fetch(self, cur: _EpochIterator) -> None:
         """Called before every batch fetch: keep the record as it is now; rewrite a pending ``.rng`` file with the
@@ -215,11 +219,36 @@ class ResumableLoader:
         self.before = self._record(cur)
         if self.pending is None:
             return
-        from ddsr.checkpoint import atomic_save
-        path, record = self.pending
+        path, records = self.pending
         self.pending = None
-        if os.path.isfile(path):
-            atomic_save({**record, 'main': self.before['main']}, path)
+        main = _gather(self.before['main'])
+        _write(path, [None if r is None else {**r, 'main': m} for r, m in zip(records, main, strict=True)],
+               require=path)
+
+
+def _rank_and_size() -> tuple[int, int]:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather(obj: Any) -> list:
+    """``obj`` of every rank, in rank order (all ranks call this together)."""
+    import torch.distributed as dist
+    _, size = _rank_and_size()
+    if size == 1:
+        return [obj]
+    out: list = [None] * size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _write(path: str, records: list, require: str) -> None:
+    """Rank 0 writes the ranks' records to ``path`` when the state file ``require`` exists; none if any is missing."""
+    from ddsr.checkpoint import atomic_save
+    if _rank_and_size()[0] == 0 and os.path.isfile(require) and all(r is not None for r in records):
+        atomic_save({'format': FORMAT, 'iter': records[0]['iter'], 'ranks': records}, path)
 
 
 def _supported(opt: dict, dataset_opt: dict, num_workers: int) -> str | None:
@@ -229,8 +258,6 @@ def _supported(opt: dict, dataset_opt: dict, num_workers: int) -> str | None:
         return 'prefetch_mode cuda loads the batch after the saved step before the save'
     if mode == 'cpu' and num_workers == 0:
         return 'prefetch_mode cpu with 0 workers draws augmentations in a thread, concurrently with the main process'
-    if opt.get('world_size', 1) > 1:
-        return 'several ranks (only rank 0 saves the training state)'
     return None
 
 
@@ -251,13 +278,16 @@ def _load_record(opt: dict, loader: Any) -> dict | None:
         warnings.warn(f'{err}: resuming at the start of the saved epoch (BasicSR resume)', stacklevel=2)
         return None
     stem = os.path.basename(state)[:-len('.state')] if state.endswith('.state') else ''
-    fits = (record.get('format') == FORMAT and str(record.get('iter')) == stem
-            and record['batch_size'] == loader.batch_size and record['num_workers'] == loader.num_workers)
+    rank, size = _rank_and_size()
+    ranks = record.get('ranks') or []
+    mine = ranks[rank] if record.get('format') == FORMAT and len(ranks) == size else None
+    fits = (mine is not None and str(record.get('iter')) == stem and mine['batch_size'] == loader.batch_size
+            and mine['num_workers'] == loader.num_workers)
     if not fits:
-        warnings.warn(f'{path} does not fit this run (iteration, batch size or workers changed): resuming at the '
-                      'start of the saved epoch (BasicSR resume)', stacklevel=2)
+        warnings.warn(f'{path} does not fit this run (iteration, ranks, batch size or workers changed): resuming at '
+                      'the start of the saved epoch (BasicSR resume)', stacklevel=2)
         return None
-    return record
+    return mine
 
 
 _ACTIVE: list[ResumableLoader] = []
@@ -287,7 +317,7 @@ def _wrap_save(original: Any) -> Any:
     def save_training_state(self, epoch, current_iter):
         original(self, epoch, current_iter)
         path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
-        if current_iter != -1 and _ACTIVE and os.path.isfile(path):
+        if current_iter != -1 and _ACTIVE:  # on every rank (a collective): not on whether rank 0's file is there yet
             _ACTIVE[-1].saved(path, current_iter)
     return save_training_state
 

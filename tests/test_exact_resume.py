@@ -1,5 +1,6 @@
 """Issue 27 (2): a run interrupted at random iterations and resumed equals the uninterrupted run bit for bit, with
-random crops, flips and rotations on 5 images, validation after each checkpoint, and 0 or 2 DataLoader workers.
+random crops, flips and rotations on 5 images, validation after each checkpoint, and 0 or 2 DataLoader workers
+(and 2 DDP ranks with 0 workers).
 
 Each case trains 40 iterations (batch 2, 7 per epoch, so interruptions fall inside epochs): SIGTERM at a random
 iteration (ddsr saves that iteration's state, exit 75), ``--auto_resume``, SIGKILL at a random iteration after the
@@ -154,3 +155,40 @@ def test_an_uninterrupted_run_equals_plain_basicsr(tmp_path):
         state, net = _final(root / 'experiments' / f'ddsr{workers}')
         _equal(ref_net, net, f'net_g ({workers} workers)')
         _equal(ref_state['optimizers'], state['optimizers'], f'optimizers ({workers} workers)')
+
+
+def test_two_ranks_interrupted_and_resumed_equal_the_uninterrupted_run(tmp_path):
+    """2 DDP ranks (gloo, CPU), 0 workers: SIGTERM to rank 1 at a random iteration (both stop there), resume,
+    SIGKILL to both after the checkpoint at 20, resume to the end: equal to the uninterrupted 2-rank run."""
+    from tests.test_preempt import _ranks
+    rng = random.Random(5)
+    ref_root, root = tmp_path / 'ref', tmp_path / 'run'
+    ref_root.mkdir()
+    root.mkdir()
+    refs = _ranks(write_options(ref_root / 'ref.yml', _opt(ref_root, 'ref', 0)), ref_root)
+    yml = write_options(root / 'run.yml', _opt(root, 'run', 0))
+    exp = root / 'experiments' / 'run'
+    ranks = _ranks(yml, root)
+    _wait_for_iter(ranks[0], exp, rng.randint(3, CHECKPOINT - 4))
+    ranks[1].send_signal(signal.SIGTERM)
+    outs = [_finish(p) for p in ranks]
+    assert [p.returncode for p in ranks] == [EXIT_PREEMPTED] * 2, [err[-2000:] for err in outs]
+    stopped = _states(exp)
+    assert len(stopped) == 1 and (exp / 'training_states' / f'{stopped[0]}.state{SUFFIX}').is_file()
+    ranks = _ranks(yml, root, '--auto_resume')
+    _wait_for_iter(ranks[0], exp, rng.randint(CHECKPOINT + 2, TOTAL - 5))
+    for proc in ranks:
+        proc.send_signal(signal.SIGKILL)
+    for proc in ranks:
+        _finish(proc)
+    assert CHECKPOINT in _states(exp)
+    ranks = _ranks(yml, root, '--auto_resume')
+    outs = [_finish(p, timeout=600) for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], [err[-2000:] for err in outs]
+    assert [p.wait(timeout=600) for p in refs] == [0, 0], [_finish(p)[-2000:] for p in refs]
+    ref_state, ref_net = _final(ref_root / 'experiments' / 'ref')
+    state, net = _final(exp)
+    _equal(ref_net, net, 'net_g')
+    _equal(ref_state['optimizers'], state['optimizers'], 'optimizers')
+    _equal(ref_state['schedulers'], state['schedulers'], 'schedulers')
+    print(f'\n2 ranks: SIGTERM -> state {stopped[0]}, SIGKILL after {CHECKPOINT}: equal bit for bit')

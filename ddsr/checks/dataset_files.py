@@ -139,25 +139,21 @@ def _paired(ds: dict, root: str, label: str, meta_key: str) -> Listing:
     return Listing(sizes, pairs)
 
 
-def _single(ds: dict, root: str, label: str) -> Listing:
-    lq, key = resolve(root, ds['dataroot_lq']), f'{label}.dataroot_lq'
+def _one_root(ds: dict, root: str, label: str, key: str, meta_key: str) -> Listing:
+    """A set read from one root: SingleImageDataset (``dataroot_lq``; LMDB, ``meta_info_file`` names or the folder)
+    or RealESRGANDataset (``dataroot_gt``; LMDB or the ``meta_info`` list, which it requires on disk; images of any
+    size, as the class pads/crops them)."""
+    folder, where = resolve(root, ds[key]), f'{label}.{key}'
     if _backend(ds) == 'lmdb':
-        return Listing({'dataroot_lq': read_lmdb_meta(lq, key)}, None)
-    if ds.get('meta_info_file') is not None:
-        names = [parts[0] for parts in _meta_names(resolve(root, ds['meta_info_file']), label)]
-        return Listing({'dataroot_lq': _files(lq, names, key)}, None)
-    return Listing({'dataroot_lq': _folder(lq, key)}, None)
-
-
-def _realesrgan(ds: dict, root: str, label: str) -> Listing:
-    gt, key = resolve(root, ds['dataroot_gt']), f'{label}.dataroot_gt'
-    if _backend(ds) == 'lmdb':
-        return Listing({'dataroot_gt': read_lmdb_meta(gt, key)}, None)
-    if ds.get('meta_info') is None:
+        return Listing({key: read_lmdb_meta(folder, where)}, None)
+    realesrgan = meta_key == 'meta_info'
+    if ds.get(meta_key) is not None:
+        names = [parts[0] for parts in _meta_names(resolve(root, ds[meta_key]), label)]
+        return Listing({key: _files(folder, names, where, sized=not realesrgan)}, None)
+    if realesrgan:
         raise DDSRError(f'{label}: RealESRGANDataset reads its image list from meta_info (a text file of paths '
                         'relative to dataroot_gt); meta_info is not set')
-    names = [parts[0] for parts in _meta_names(resolve(root, ds['meta_info']), label)]
-    return Listing({'dataroot_gt': _files(gt, names, key, sized=False)}, None)  # any size: the class pads/crops
+    return Listing({key: _folder(folder, where)}, None)
 
 
 READERS: dict[str, tuple[tuple[str, ...], Callable[[dict, str, str], Listing]]] = {
@@ -168,8 +164,10 @@ READERS: dict[str, tuple[tuple[str, ...], Callable[[dict, str, str], Listing]]] 
                                    lambda ds, root, label: _paired(ds, root, label, 'meta_info_file')),
     'RealESRGANPairedDataset': (('dataroot_gt', 'dataroot_lq', 'meta_info'),
                                 lambda ds, root, label: _paired(ds, root, label, 'meta_info')),
-    'SingleImageDataset': (('dataroot_lq', 'meta_info_file'), _single),
-    'RealESRGANDataset': (('dataroot_gt', 'meta_info'), _realesrgan),
+    'SingleImageDataset': (('dataroot_lq', 'meta_info_file'),
+                           lambda ds, root, label: _one_root(ds, root, label, 'dataroot_lq', 'meta_info_file')),
+    'RealESRGANDataset': (('dataroot_gt', 'meta_info'),
+                          lambda ds, root, label: _one_root(ds, root, label, 'dataroot_gt', 'meta_info')),
 }
 
 
