@@ -15,6 +15,8 @@ attribute                                                 what the replacement a
 ``basicsr.train.parse_options`` (test: ``basicsr.test``)  ``on_options`` of each hook; the result becomes ``state.opt``
 ``basicsr.train.build_dataset`` (test: ``basicsr.test``)  ``on_dataset`` of each hook with the built dataset
 ``basicsr.train.get_root_logger`` (train)                 ``on_logger`` of each hook, once, when it set the logger up
+``basicsr.train.create_train_val_dataloader`` (train)     ``on_dataloaders`` of each hook; a hook may replace the
+                                                          train loader (exact resume, :mod:`ddsr.resume`)
 ``basicsr.train.build_model`` (train)                     ``on_model`` of each hook, then the model *instance*'s
                                                           methods get one wrapper each (below)
 ``EnlargedSampler.set_epoch`` (train)                     records the epoch in ``state.epoch``
@@ -25,12 +27,15 @@ attribute                                                 what the replacement a
 
 The model of a training run (an instance: no basicsr class changes) gets, once each: ``update_learning_rate``
 (``before_iteration`` of each hook, then BasicSR's), ``optimize_parameters`` (``state.stage = 'training'``,
-``before_optimize``, BasicSR's, then ``after_optimize``; ``on_optimize_error`` if it raised) and ``validation``
-(BasicSR's, then ``after_validation``).
+``before_optimize``, BasicSR's, then ``after_optimize``; ``on_optimize_error`` if it raised), ``validation``
+(BasicSR's, then ``after_validation``) and ``save_training_state`` (BasicSR's, then ``after_save_state``: BasicSR's
+``model.save`` calls it through the instance, also for the saves of preemption and the NaN/Inf guard, which run
+inside ``update_learning_rate``).
 
 Hooks are called in the order of ``state.hooks``; :func:`default_hooks` fixes it: option paths, sample errors,
-preemption (its stop check comes before anything of the next iteration), NaN/Inf guard (its loss check comes
-before the console shows the iteration), console. ``exit`` runs in the reverse order.
+exact resume (its loader is in place before the model is built; it acts only on its own events, the train loader
+and the saved states), preemption (its stop check comes before anything of the next iteration), NaN/Inf guard (its
+loss check comes before the console shows the iteration), console. ``exit`` runs in the reverse order.
 
 Outside :func:`running` nothing of this is installed: ``python -m basicsr.train`` in a process that imported ddsr
 runs BasicSR's pipeline with only ddsr's permanent patches (:mod:`ddsr.compat`, listed in docs/compatibility.md).
@@ -43,7 +48,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ddsr import console, guards, preempt, sample_errors, zoo
+from ddsr import console, guards, preempt, resume, sample_errors, zoo
 from ddsr.run_state import RunHook, RunState
 
 _MISSING = object()
@@ -62,7 +67,7 @@ def default_hooks(phase: str, opt: dict, rank_zero: bool = True) -> list[RunHook
     no validation metrics: BasicSR validates on rank 0)."""
     hooks: list[RunHook] = [OptionPaths(), sample_errors.ReportingDatasets()]
     if phase == 'train':
-        hooks += [preempt.Preemption(), guards.NonFiniteGuard()]
+        hooks += [resume.ExactResume(), preempt.Preemption(), guards.NonFiniteGuard()]
         if console.wanted(opt) and rank_zero:
             hooks.append(console.ConsoleRun(opt))
     return hooks
@@ -77,8 +82,9 @@ def declared(phase: str) -> list[tuple[Any, str]]:
     from basicsr.data.data_sampler import EnlargedSampler
     if phase == 'train':
         pipeline: list[tuple[Any, str]] = [(basicsr.train, 'parse_options'), (basicsr.train, 'build_dataset'),
-                                           (basicsr.train, 'get_root_logger'), (basicsr.train, 'build_model'),
-                                           (EnlargedSampler, 'set_epoch')]
+                                           (basicsr.train, 'get_root_logger'),
+                                           (basicsr.train, 'create_train_val_dataloader'),
+                                           (basicsr.train, 'build_model'), (EnlargedSampler, 'set_epoch')]
     else:
         pipeline = [(basicsr.test, 'parse_options'), (basicsr.test, 'build_dataset')]
     return [*pipeline, (mpq.Queue, '_on_queue_feeder_error'), (sys, 'argv')]
@@ -120,6 +126,15 @@ def _get_root_logger(state: RunState, original: Callable) -> Callable:
     return get_root_logger
 
 
+def _dataloaders(state: RunState, original: Callable) -> Callable:
+    def create_train_val_dataloader(opt: dict, *args: Any, **kwargs: Any) -> tuple:
+        result = original(opt, *args, **kwargs)
+        for hook in state.hooks:
+            result = hook.on_dataloaders(state, opt, result)
+        return result
+    return create_train_val_dataloader
+
+
 def _model_built(state: RunState, model: Any, opt: dict) -> None:
     if opt.get('is_train'):
         _each(state, 'on_model', model)
@@ -127,8 +142,10 @@ def _model_built(state: RunState, model: Any, opt: dict) -> None:
 
 
 def _follow(state: RunState, model: Any) -> None:
-    """One wrapper each for the model instance's ``update_learning_rate``, ``optimize_parameters``, ``validation``."""
+    """One wrapper each for the model instance's ``update_learning_rate``, ``optimize_parameters``, ``validation``,
+    ``save_training_state``."""
     update_lr, optimize, validation = model.update_learning_rate, model.optimize_parameters, model.validation
+    save_state = model.save_training_state
 
     def update_learning_rate(current_iter: int, *args: Any, **kwargs: Any) -> Any:
         _each(state, 'before_iteration', model, current_iter)
@@ -150,8 +167,13 @@ def _follow(state: RunState, model: Any) -> None:
         _each(state, 'after_validation', model, dataloader, current_iter)
         return result
 
-    model.update_learning_rate, model.optimize_parameters, model.validation = (
-        update_learning_rate, optimize_parameters, validate)
+    def save_training_state(epoch: int, current_iter: int, *args: Any, **kwargs: Any) -> Any:
+        result = save_state(epoch, current_iter, *args, **kwargs)
+        _each(state, 'after_save_state', model, epoch, current_iter)
+        return result
+
+    model.update_learning_rate, model.optimize_parameters, model.validation, model.save_training_state = (
+        update_learning_rate, optimize_parameters, validate, save_training_state)
 
 
 def _set_epoch(state: RunState, original: Callable) -> Callable:
@@ -166,6 +188,7 @@ def _replacements(state: RunState, argv: list[str]) -> dict[str, Callable[[Any],
     return {'parse_options': lambda orig: _parse_options(state, orig),
             'build_dataset': lambda orig: _then(orig, lambda dataset, opt: _each(state, 'on_dataset', dataset)),
             'get_root_logger': lambda orig: _get_root_logger(state, orig),
+            'create_train_val_dataloader': lambda orig: _dataloaders(state, orig),
             'build_model': lambda orig: _then(orig, lambda model, opt: _model_built(state, model, opt)),
             'set_epoch': lambda orig: _set_epoch(state, orig),
             '_on_queue_feeder_error': sample_errors.quiet_feeder,

@@ -32,6 +32,11 @@ class RunHook:
     def on_dataset(self, state: RunState, dataset: Any) -> None:
         """BasicSR built a dataset of the run."""
 
+    def on_dataloaders(self, state: RunState, opt: dict, result: tuple) -> tuple:
+        """BasicSR's ``create_train_val_dataloader(opt, logger)`` returned ``result`` (train loader, train sampler,
+        val loaders, total epochs, total iterations): return it, possibly with the train loader replaced."""
+        return result
+
     def on_model(self, state: RunState, model: Any) -> None:
         """BasicSR built the model of a training run (before it resumes a state into it)."""
 
@@ -47,6 +52,11 @@ class RunHook:
 
     def after_optimize(self, state: RunState, model: Any, current_iter: int) -> None:
         """``optimize_parameters(current_iter)`` returned."""
+
+    def after_save_state(self, state: RunState, model: Any, epoch: int, current_iter: int) -> None:
+        """``model.save_training_state(epoch, current_iter)`` returned (on every rank: BasicSR's loop and ddsr's
+        preemption and NaN/Inf stops call ``model.save`` on all of them; rank 0 writes). ``current_iter`` -1:
+        BasicSR's final ``latest`` save, which writes no state."""
 
     def after_validation(self, state: RunState, model: Any, dataloader: Any, current_iter: int) -> None:
         """``model.validation`` on ``dataloader`` returned (``model.metric_results`` holds its metrics)."""

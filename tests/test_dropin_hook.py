@@ -62,6 +62,38 @@ def test_startup_hook_imports_nothing_but_makes_the_old_module_importable(tmp_pa
     assert res.stdout.split() == ['[]', '1', 'True', 'torchvision.transforms._functional_tensor']
 
 
+def test_startup_hook_loads_no_module_but_its_own():
+    """Issue 27 (4): running the .pth line adds exactly one module to ``sys.modules``, even in an interpreter
+    started with ``-I -S`` (23 modules: no site, os, importlib, typing); it used to pull in ~28 (importlib.abc)."""
+    line = (REPO_ROOT / f'{HOOK}.pth').read_text()
+    code = (f'import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); before = set(sys.modules); exec({line!r}); '
+            'print(sorted(set(sys.modules) - before), sys.meta_path[-1].__name__)')
+    res = subprocess.run([sys.executable, '-I', '-S', '-c', code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == [f"['{HOOK}']", 'FunctionalTensorFinder']
+
+
+def test_startup_hook_adds_nothing_to_a_full_start(tmp_path):
+    """``python -c pass`` with the environment's .pth: the modules loaded are the same with the hook as with an empty
+    module of the same name in its place (the .pth disabled), i.e. the hook imports nothing the interpreter and the
+    environment's other start-up files did not already load."""
+    import site
+    if not any((Path(d) / f'{HOOK}.pth').is_file() for d in site.getsitepackages()):
+        raise AssertionError(f'{HOOK}.pth is not installed' + _hook_missing())
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    (empty / f'{HOOK}.py').write_text('')
+    code = 'import sys; print(" ".join(sorted(sys.modules)))'
+    loaded = {}
+    for name, first in (('hook', REPO_ROOT), ('no hook', empty)):
+        env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+        env['PYTHONPATH'] = str(first)  # the .pth line imports whichever module comes first on the path
+        res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, env=env)
+        assert res.returncode == 0, res.stderr[-2000:]
+        loaded[name] = set(res.stdout.split())
+    assert HOOK in loaded['hook'] and loaded['hook'] == loaded['no hook']
+
+
 def test_import_basicsr_train_and_create_lmdb_without_ddsr(tmp_path):
     """``import basicsr``, ``python -m basicsr.train -opt X.yml`` (3 iterations) and create_lmdb.py's calls."""
     pkgs = tmp_path / 'pkgs'  # python -m basicsr.train writes under <basicsr>/..: a linked copy keeps it in tmp

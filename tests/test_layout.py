@@ -17,7 +17,7 @@ RANK = {
     'compat': 3,
     'losses': 4, 'data': 4,
     'guards': 5, 'sample_errors': 5, 'runlock': 5, 'console': 5, 'detect': 5, 'registration': 5,
-    'compress': 6, 'deploy': 6, 'preempt': 6,
+    'compress': 6, 'deploy': 6, 'preempt': 6, 'resume': 6,
     'bench': 7, 'api': 7, 'run_seam': 7,
     'models': 8,
     'checks': 9,

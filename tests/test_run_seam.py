@@ -100,7 +100,10 @@ class _Probe(RunHook):
     """Snapshots basicsr while the run trains; raises there when asked to (a failing run)."""
 
     def __init__(self, fail: bool) -> None:
-        self.fail, self.during = fail, None
+        self.fail, self.during, self.saves = fail, None, []
+
+    def after_save_state(self, state, model, epoch, current_iter):
+        self.saves.append(current_iter)
 
     def after_optimize(self, state, model, current_iter):
         if current_iter == 2:
@@ -130,12 +133,17 @@ def test_basicsr_is_changed_only_by_the_seam_and_restored_after_the_run(tmp_path
         assert 'error: unexpected RuntimeError: probe: a run that fails during training' in err
     else:
         assert 'result: seam after 3 iterations' in out
+        # the model instance's save_training_state told the hooks of the periodic and the final ('latest') save;
+        # exact resume (a hook) wrote its record next to the state
+        assert probe.saves == [3, -1]
+        assert (tmp_path / 'experiments' / 'seam' / 'training_states' / '3.state.rng').is_file()
     assert probe.during is not None
     during = _changed(before, probe.during)
     declared = _declared_keys('train')
     assert during <= declared, f'replaced outside the seam: {sorted(during - declared)}'
     # the replacements of the training pipeline were in place while it trained
     assert {('basicsr.train', 'build_model'), ('basicsr.train', 'build_dataset'), ('basicsr.train', 'parse_options'),
+            ('basicsr.train', 'create_train_val_dataloader'),
             ('basicsr.data.data_sampler.EnlargedSampler', 'set_epoch'), ('sys', 'argv')} <= during
     assert probe.during[('sys', 'argv')][1][:1] == ['basicsr train']
     assert _changed(before, after) == set(), sorted(_changed(before, after))
@@ -203,3 +211,13 @@ def test_every_patch_of_basicsr_is_listed_once_in_the_compatibility_doc():
         assert sum(f'`{attr}`' in row or f'.{attr}`' in row for row in rows) == 1, (module, cls, attr)
     for owner, attr in {*run_seam.declared('train'), *run_seam.declared('test')}:
         assert sum(f'{attr}`' in row for row in rows) == 1, (owner, attr)
+
+
+def test_train_hooks_run_in_their_documented_order(tmp_path):
+    """The order the module docstring and docs/compatibility.md give: exact resume before preemption and the guard
+    (whose saves it records), the console last."""
+    from ddsr import console, guards, preempt, resume, sample_errors
+    hooks = run_seam.default_hooks('train', tiny_options(tmp_path, 'order'))
+    assert [type(h) for h in hooks] == [run_seam.OptionPaths, sample_errors.ReportingDatasets, resume.ExactResume,
+                                        preempt.Preemption, guards.NonFiniteGuard, console.ConsoleRun]
+    assert not any(isinstance(h, resume.ExactResume) for h in run_seam.default_hooks('test', {}))

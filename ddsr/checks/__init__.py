@@ -8,7 +8,8 @@ builds the demo data set before the checks when an option file points into it). 
 
 - :mod:`ddsr.checks.structure`: required keys and mappings, registered types, train section, archive guard;
 - :mod:`ddsr.checks.networks`: networks build, ``upscale`` = ``scale``, checkpoints fit their networks;
-- :mod:`ddsr.checks.data`: paths exist, LMDBs complete, pairs, HR = LR x scale, patch and minimum sizes.
+- :mod:`ddsr.checks.data`: paths exist, LMDBs complete, pairs, HR = LR x scale, patch and minimum sizes, on the
+  files each dataset class reads (:mod:`ddsr.checks.dataset_files`).
 
 Problems only visible when data is decoded (a truncated PNG) surface at the point of use and are reported by
 the CLI as one line naming the file.

@@ -1,12 +1,13 @@
-"""Option checks of the data: paths exist; LMDBs are complete; paired sets pair up; image sizes (LMDB
+"""Option checks of the data, on the files each data set's class reads (:mod:`ddsr.checks.dataset_files`; types it
+does not know are not checked for files): paths exist; LMDBs are complete; paired sets pair up; image sizes (LMDB
 ``meta_info.txt`` shapes where listed, or image headers, nothing decoded): HR = LR x ``scale`` for training pairs
 (val/test HR may be larger: BasicSR crops it), the training LR patch fits in every LR image, LR inputs reach the
 networks' minimum input size. Each rejection is one BasicSR itself would fail on."""
 from os import path as osp
 
-from ddsr.checks.networks import SHOWN, min_input_size, resolve
+from ddsr.checks.dataset_files import Sizes, listing, path_keys
+from ddsr.checks.networks import min_input_size, resolve
 from ddsr.data.demo import DEMO_ROOT
-from ddsr.data.lmdb_tools import LmdbError, LmdbReader, read_meta_info
 from ddsr.errors import DDSRError
 
 
@@ -18,15 +19,16 @@ def is_demo_path(value: str, root: str) -> bool:
 
 
 def option_paths(path: str, opt: dict) -> list[tuple[str, str]]:
-    """(key, value) of every data path and pretrained checkpoint of ``opt`` (bad values are a DDSRError)."""
+    """(key, value) of every data path the data sets' classes read (:func:`dataset_files.path_keys`) and every
+    pretrained checkpoint of ``opt`` (bad values are a DDSRError)."""
     checks = []
     for phase, ds in (opt.get('datasets') or {}).items():
-        for key, value in ds.items():
-            if str(key).startswith('dataroot') or key == 'meta_info_file':
-                if value is not None and (not isinstance(value, str) or not value.strip()):
-                    raise DDSRError(f'{path}: datasets.{phase}.{key} must be a path, got {value!r}')
-                if value:
-                    checks.append((f'datasets.{phase}.{key}', value))
+        for key in path_keys(ds):
+            value = ds[key]
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise DDSRError(f'{path}: datasets.{phase}.{key} must be a path, got {value!r}')
+            if value:
+                checks.append((f'datasets.{phase}.{key}', value))
     for key, value in (opt.get('path') or {}).items():
         if str(key).startswith('pretrain_network') and value is not None:
             if not isinstance(value, str) or not value.strip():
@@ -47,108 +49,35 @@ def check_paths(path: str, opt: dict, root: str) -> None:
         raise DDSRError(f'{path}: {key}: path does not exist: {value}')
 
 
-def read_lmdb_meta(folder: str, label: str) -> dict[str, tuple[int, int] | None]:
-    """``{key: (h, w)}`` of an LMDB's ``meta_info.txt`` (None for a names-only line: size unknown), after checking
-    every listed key is stored."""
-    meta = osp.join(folder, 'meta_info.txt')
-    if not folder.rstrip('/').endswith('.lmdb'):
-        raise DDSRError(f'{label}: {folder}: an LMDB folder name must end with .lmdb (BasicSR)')
-    for needed in (meta, osp.join(folder, 'data.mdb')):
-        if not osp.isfile(needed):
-            raise DDSRError(f'{label}: LMDB {folder} has no {osp.basename(needed)}')
-    entries = read_meta_info(folder, label)
-    shapes = {key: None if shape is None else (shape[0], shape[1]) for key, shape in entries}
-    if not entries:
-        raise DDSRError(f'{label}: {meta} lists no images')
-    try:
-        with LmdbReader(folder) as reader:
-            absent = [key for key, _ in entries if reader.get(key) is None]
-    except LmdbError as err:
-        raise DDSRError(f'{label}: LMDB {folder} cannot be opened: {err}') from None
-    if absent:
-        raise DDSRError(f'{label}: LMDB {folder}: {len(absent)} key(s) listed in meta_info.txt are not stored, '
-                        f'first: {", ".join(absent[:SHOWN])}')
-    return shapes
-
-
-def image_size(file: str, label: str) -> tuple[int, int]:
-    """(h, w) from the image header (nothing decoded)."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(file) as img:
-            w, h = img.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DDSRError(f'{label}: {file} is not a readable image ({err})') from None
-    return h, w
-
-
-def _folder_sizes(folder: str, label: str) -> dict[str, tuple[int, int] | None]:
-    from basicsr.utils import scandir
-    names = sorted(scandir(folder))
-    if not names:
-        raise DDSRError(f'{label}: folder {folder} has no files')
-    return {name: image_size(osp.join(folder, name), label) for name in names}
-
-
-def _dataset_sizes(ds: dict, key: str, label: str, root: str) -> dict[str, tuple[int, int] | None] | None:
-    """Image sizes of ``ds[key]`` (LMDB meta or folder headers); None when not a plain LMDB/folder set."""
-    folder = resolve(root, ds[key])
-    backend = (ds.get('io_backend') or {}).get('type') if isinstance(ds.get('io_backend'), dict) else None
-    if backend == 'lmdb':
-        return read_lmdb_meta(folder, label)
-    if backend == 'disk' and osp.isdir(folder) and not ds.get('meta_info_file'):
-        return _folder_sizes(folder, label)
-    return None
-
-
-Sizes = dict[str, tuple[int, int] | None]
-
-
-def _pairs(gt: Sizes, lq: Sizes, ds: dict, lmdb: bool,
-           label: str) -> list[tuple[str, tuple[int, int] | None, tuple[int, int] | None]]:
-    """(gt name, gt size, lq size) as BasicSR pairs them (same LMDB keys; folder: filename_tmpl + extension)."""
-    pairs = []
-    if lmdb:
-        diff = sorted(set(gt) ^ set(lq))
-        if diff:
-            where = 'dataroot_lq' if diff[0] in gt else 'dataroot_gt'
-            raise DDSRError(f'{label}: the GT and LQ LMDBs have different keys; {diff[0]} is missing from {where}')
-        return [(k, gt[k], lq[k]) for k in gt]
-    tmpl = ds.get('filename_tmpl', '{}')
-    for name, size in gt.items():
-        stem, ext = osp.splitext(name)
-        lq_name = f'{tmpl.format(stem)}{ext}'
-        if lq_name not in lq:
-            raise DDSRError(f'{label}: no LR image {lq_name} in dataroot_lq for {name} (filename_tmpl {tmpl!r})')
-        pairs.append((name, size, lq[lq_name]))
-    if len(lq) != len(gt):
-        raise DDSRError(f'{label}: dataroot_gt has {len(gt)} images, dataroot_lq {len(lq)}')
-    return pairs
-
-
 def check_data(path: str, opt: dict, root: str, phase: str) -> None:
+    """Sizes and pairs of the files each data set's class reads (:mod:`ddsr.checks.dataset_files`; a type it does
+    not know is skipped). An empty list is refused where BasicSR fails on it: the training set (no iterations per
+    epoch) or a set validated with metrics (BasicSR divides by the image count)."""
     scale = opt.get('scale', 1)
     nets = [(key, opt[key], min_input_size(opt[key])) for key in opt if str(key).startswith('network_')]
     need = max(nets, key=lambda n: n[2]) if nets else ('', {}, 1)
+    metrics = bool((opt.get('val') or {}).get('metrics'))
     for ds_phase, ds in opt['datasets'].items():
         label = f'{path}: datasets.{ds_phase}'
-        backend = (ds.get('io_backend') or {}).get('type') if isinstance(ds.get('io_backend'), dict) else None
-        sizes = {}
-        for key in [k for k in ds if str(k).startswith('dataroot') and ds[k]]:
-            got = _dataset_sizes(ds, key, f'{label}.{key}', root)
-            if got is not None:
-                sizes[key] = got
+        files = listing(ds, root, label)
+        if files is None:
+            continue
         training = phase == 'train' and ds_phase == 'train'
-        if 'dataroot_lq' in sizes and not training and need[2] > 1:
-            for name, (h, w) in _known(sizes['dataroot_lq']):
+        empty = [key for key, sizes in files.sizes.items() if not sizes]
+        if empty and (training or metrics):
+            raise DDSRError(f'{label}.{empty[0]}: {ds[empty[0]]} has no files (as {ds.get("type")} reads it)')
+        lq = files.sizes.get('dataroot_lq')
+        if lq is not None and not training and need[2] > 1:
+            for name, (h, w) in _known(lq):
                 if min(h, w) < need[2]:
                     raise DDSRError(f'{label}: LR image {name} is {w}x{h}, smaller than the minimum input of '
                                     f'{need[0]} ({need[1]["type"]} needs >= {need[2]}x{need[2]})')
         if training and ds.get('gt_size') is not None:
-            _check_patch(path, opt, ds, scale, need, sizes.get('dataroot_lq'))
-        if {'dataroot_gt', 'dataroot_lq'} <= set(sizes) and isinstance(scale, int):
-            pairs = _pairs(sizes['dataroot_gt'], sizes['dataroot_lq'], ds, backend == 'lmdb', label)
-            _check_scale(label, pairs, scale, training, bool((opt.get('val') or {}).get('metrics')))
+            _check_patch(path, opt, ds, scale, need, lq)
+        if files.pairs is not None and isinstance(scale, int):
+            gt = files.sizes['dataroot_gt']
+            pairs = [(g, gt[g], lq[q]) for g, q in files.pairs] if lq is not None else []
+            _check_scale(label, pairs, scale, training, metrics)
 
 
 def _known(sizes: Sizes) -> list[tuple[str, tuple[int, int]]]:
