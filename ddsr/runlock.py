@@ -26,7 +26,27 @@ def lock_path(folder: str) -> str:
     return osp.join(parent, f'.{name}.lock')
 
 
+# A killed run's DataLoader workers (forked: they share the lock's open file) hold the lock until they notice
+# their parent is gone; PyTorch's workers check every 5 s (torch.utils.data._utils.MP_STATUS_CHECK_INTERVAL).
+ORPHAN_WAIT_S = 15.0
+
+
+def _dead_holder(holder: str) -> bool:
+    """Whether ``holder`` (``pid N on HOST since T``) names a process of this host that no longer exists."""
+    parts = holder.split()
+    if len(parts) < 4 or parts[0] != 'pid' or not parts[1].isdigit() or parts[3] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
+
+
 def _acquire(path: str, folder: str) -> int:
+    deadline = None
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -34,6 +54,11 @@ def _acquire(path: str, folder: str) -> int:
         except OSError:
             holder = os.read(fd, 300).decode('utf-8', 'replace').strip() or 'another process'
             os.close(fd)
+            if _dead_holder(holder):  # its orphaned workers still hold the lock: they end within seconds
+                deadline = deadline or time.monotonic() + ORPHAN_WAIT_S
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
             raise DDSRError(f'{folder} is in use by another run ({holder}); wait for it to end, or use another '
                             'name') from None
         try:
