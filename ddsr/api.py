@@ -62,15 +62,20 @@ class ImageUpscaler:
         tile: Default tile size in LR px (None: whole image).
         tile_overlap: Default context per tile side in LR px.
         name: Shown in ``repr``.
+        precision: ``fp32`` (default), ``bf16`` (PyTorch bfloat16), ``int8`` (onnxruntime int8 quantization,
+            CPU) or ``auto`` (:func:`ddsr.deploy.precision.pick`: a reduced precision only where the CPU runs it
+            natively, it is faster and its output holds the quality floor; decided here, not cached). See
+            docs/deploy.md.
     """
 
     def __init__(self, net: nn.Module, arch: Mapping, device: str = 'cpu', tile: int | None = None,
-                 tile_overlap: int = 64, name: str = '') -> None:
-        from ddsr.deploy.backends import torch_upscaler
+                 tile_overlap: int = 64, name: str = '', precision: str = 'fp32') -> None:
+        from ddsr.deploy.precision import upscaler
         self.arch = dict(arch)
         self.name = name or str(self.arch.get('type', 'network'))
         self.tile, self.tile_overlap = tile, tile_overlap
-        self.runner = torch_upscaler(net, device, channels_last=device == 'cpu')
+        self.runner = upscaler(net, device, precision)
+        self.precision: str = self.runner.info.get('precision', 'fp32')
         self.scale: int = self.runner.scale
 
     def __repr__(self) -> str:

@@ -39,6 +39,7 @@ def session(path: str, threads: int | None = None) -> Any:
     except ImportError:
         raise DDSRError('onnxruntime is not installed: pip install onnxruntime') from None
     opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only: an int8 model's unused-initializer notes are not the user's concern
     if threads:
         opts.intra_op_num_threads = threads
     try:
