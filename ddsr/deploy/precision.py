@@ -92,14 +92,14 @@ def quantize_int8(src: str | Path, dst: str | Path, images: list[np.ndarray] | N
     """Write the int8 QDQ model of the float32 ONNX model ``src`` to ``dst`` (static quantization, per-channel
     weights, calibrated on ``images``, default :func:`calibration_images`); returns ``dst``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    images = calibration_images() if images is None else images
+    calib: list[np.ndarray] = calibration_images() if images is None else images
 
     import onnx
     name = onnx.load(str(src), load_external_data=False).graph.input[0].name
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.items = iter(images)
+            self.items = iter(calib)
 
         def get_next(self) -> dict | None:
             x = next(self.items, None)
