@@ -200,7 +200,7 @@ def probe(source: NetworkSource, settings: RunSettings, key: str, notify: Notify
         timings['torch-bf16'] = min_ms(lambda: bf16(x), PROBE_RUNS)
         entry.setdefault('psnr_vs_fp32', {})['torch-bf16'] = psnr_vs(up(x).numpy(), bf16(x).numpy())
     entry['timings_ms'] = timings
-    entry['backend'] = min(timings, key=lambda k: timings[k])
+    entry['backend'] = min((k for k in timings if holds_quality(entry, k)), key=lambda k: timings[k])
     cache.write_entry(key, entry)
     entry = cache.read_entry(key) or entry  # resolves onnx_path
     return entry, net
@@ -392,6 +392,9 @@ def make_plan(source: NetworkSource, settings: RunSettings, files: list[Path], n
         return ((settings.backend == 'auto' or kind == settings.backend) and not (tiled_esa and kind != 'torch')
                 and (holds_quality(entry, name) if prec == 'auto' else precision == prec))
 
+    if prec == 'int8' and tiled_esa:
+        raise DDSRError('--precision int8 with --tile on an ESA net (DIPNet, DDistill-SR): tiles of these nets run '
+                        'PyTorch (exact tiling); use --precision bf16 or fp32, or no --tile')
     if settings.backend == 'onnxruntime' or prec == 'int8':
         if not usable(entry, allowed):
             reason = entry.get('int8_rejected') if prec == 'int8' else None
