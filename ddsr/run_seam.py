@@ -43,7 +43,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ddsr import console, guards, preempt, sample_errors, zoo
+from ddsr import amp, console, guards, preempt, sample_errors, zoo
 from ddsr.run_state import RunHook, RunState
 
 _MISSING = object()
@@ -63,6 +63,8 @@ def default_hooks(phase: str, opt: dict, rank_zero: bool = True) -> list[RunHook
     hooks: list[RunHook] = [OptionPaths(), sample_errors.ReportingDatasets()]
     if phase == 'train':
         hooks += [preempt.Preemption(), guards.NonFiniteGuard()]
+        if amp.amp_of(opt):
+            hooks.append(amp.MixedPrecision())  # train.amp (checked by ddsr.checks)
         if console.wanted(opt) and rank_zero:
             hooks.append(console.ConsoleRun(opt))
     return hooks

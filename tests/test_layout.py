@@ -15,7 +15,7 @@ RANK = {
     'checkpoint': 1, 'option_file': 1, 'zoo': 1,
     'compat': 2,
     'archs': 3, 'losses': 3, 'data': 3,
-    'guards': 4, 'sample_errors': 4, 'runlock': 4, 'console': 4, 'detect': 4, 'registration': 4,
+    'guards': 4, 'amp': 4, 'sample_errors': 4, 'runlock': 4, 'console': 4, 'detect': 4, 'registration': 4,
     'compress': 5, 'deploy': 5, 'preempt': 5,
     'bench': 6, 'api': 6, 'run_seam': 6,
     'models': 7,
