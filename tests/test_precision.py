@@ -87,6 +87,15 @@ def test_api_precision(folder):
         ImageUpscaler.from_file(folder / 'net.pth', precision='fp16')
 
 
+def test_auto_skips_what_misses_the_contract(folder, capsys, monkeypatch):
+    """DIPNet int8 missed the contract (MISSES_CONTRACT): auto's probe does not even quantize it; bf16 is probed."""
+    monkeypatch.setattr(precision, 'cpu_flags', lambda: {'amx_bf16', 'amx_int8'})
+    assert not precision.auto_may_use('DDistillSR', 'bf16') and not precision.auto_may_use('DIPNet', 'int8')
+    assert upscale(folder, 'auto', capsys, '--precision', 'auto')[0] == 0
+    entry = the_entry()
+    assert set(entry['timings_ms']) == {'torch', 'onnxruntime', 'torch-bf16'} and 'onnx_int8' not in entry
+
+
 def test_native_flags():
     assert precision.native('fp32', set())
     assert not precision.native('bf16', set()) and not precision.native('int8', {'avx2', 'avx512f'})
@@ -117,6 +126,7 @@ def test_auto_takes_a_reduced_precision_only_when_faster_and_good(timings, psnr,
 def test_auto_falls_back_when_the_probe_times_reduced_precision_slower(folder, capsys, monkeypatch):
     """The probe's timings are simulated: bf16 and int8 slower than both float32 backends."""
     monkeypatch.setattr(precision, 'cpu_flags', lambda: {'amx_bf16', 'amx_int8'})
+    monkeypatch.setattr(precision, 'MISSES_CONTRACT', {})  # the tiny DIPNet: every candidate is probed
     times = iter([10.0, 12.0, 30.0, 50.0])  # torch, onnxruntime, onnxruntime-int8, torch-bf16 (probe order)
     monkeypatch.setattr('ddsr.deploy.backends.min_ms', lambda fn, runs=3: next(times))
     code, out, _ = upscale(folder, 'auto', capsys, '--precision', 'auto')
