@@ -69,19 +69,24 @@ class ImageUpscaler:
         outscale: Final scale (None: the network's); alpha: ``bicubic`` or ``network``; ext, quality: the format
             :meth:`upscale_file` writes (``png``, ``jpg``, ``webp`` or ``auto``: the input's). As the ``ddsr
             upscale`` flags of these names.
+        precision: ``fp32`` (default), ``bf16`` (PyTorch bfloat16), ``int8`` (onnxruntime int8 quantization,
+            CPU) or ``auto`` (:func:`ddsr.deploy.precision.pick`: a reduced precision only where the CPU runs it
+            natively, it is faster and its output holds the quality floor; decided here, not cached). See
+            docs/deploy.md.
     """
 
     def __init__(self, net: nn.Module, arch: Mapping, device: str = 'cpu', tile: int | None = None,
                  tile_overlap: int = 64, name: str = '', outscale: float | None = None, alpha: str = 'bicubic',
-                 ext: str = 'png', quality: int = DEFAULT_QUALITY) -> None:
+                 ext: str = 'png', quality: int = DEFAULT_QUALITY, precision: str = 'fp32') -> None:
         self.output = OutputSettings(outscale=outscale, ext=ext, quality=quality, alpha=alpha)
         self.output.check()
-        from ddsr.deploy.backends import torch_upscaler
+        from ddsr.deploy.precision import upscaler
         cpu_threads.apply(adapt=False)  # torch already loaded: thread count only (ddsr.cpu_threads)
         self.arch = dict(arch)
         self.name = name or str(self.arch.get('type', 'network'))
         self.tile, self.tile_overlap = tile, tile_overlap
-        self.runner = torch_upscaler(net, device, channels_last=device == 'cpu')
+        self.runner = upscaler(net, device, precision)
+        self.precision: str = self.runner.info.get('precision', 'fp32')
         self.scale: int = self.runner.scale
 
     def __repr__(self) -> str:

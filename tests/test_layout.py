@@ -16,7 +16,7 @@ RANK = {
     'checkpoint': 2, 'option_file': 2, 'zoo': 2,
     'compat': 3,
     'losses': 4, 'data': 4,
-    'guards': 5, 'sample_errors': 5, 'runlock': 5, 'console': 5, 'detect': 5, 'registration': 5,
+    'guards': 5, 'amp': 5, 'sample_errors': 5, 'runlock': 5, 'console': 5, 'detect': 5, 'registration': 5,
     'compress': 6, 'deploy': 6, 'preempt': 6, 'resume': 6,
     'bench': 7, 'api': 7, 'run_seam': 7,
     'models': 8,

@@ -7,6 +7,7 @@ from os import path as osp
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
+from ddsr.amp import check_amp
 from ddsr.compat import EXTRA_OPTIMIZERS
 from ddsr.errors import DDSRError, UnknownTypeError
 
@@ -150,6 +151,7 @@ def _whole(value, low: int) -> bool:
 
 def check_train_section(path: str, opt: dict) -> None:
     train = opt['train']
+    check_amp(path, opt)
     if not isinstance(opt['datasets'].get('train'), dict):
         raise DDSRError(f'{path}: datasets.train: missing (the training set)')
     if not _whole(train.get('total_iter'), 0):

@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'probe image and cached (docs/deploy.md); CUDA and tiled ESA nets: PyTorch; torch: PyTorch '
                         'inference_mode (no cache); onnxruntime: the cached export')
     parser.add_argument('--channels-last', action='store_true', help='--backend torch: channels_last memory format')
+    parser.add_argument('--precision', default='fp32', choices=('auto', 'fp32', 'bf16', 'int8'),
+                        help='fp32 (default); bf16: PyTorch bfloat16 (AMX/AVX512-BF16 CPUs); int8: onnxruntime int8 '
+                        'quantization calibrated on the demo photos (cached); auto: a reduced precision only where '
+                        'the CPU runs it natively, the probe timed it faster and its output stays within the quality '
+                        'floor (docs/deploy.md)')
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads (default: the CPU policy of docs/threads.md)')
     parser.add_argument('--suffix', default='', help='appended to output names, e.g. _x4')
@@ -126,7 +131,8 @@ def settings_from_args(args: argparse.Namespace):
     """The runtime's :class:`ddsr.deploy.runner.RunSettings` of the command line's flags."""
     from ddsr.deploy.runner import RunSettings
     return RunSettings(backend=args.backend, device=args.device, threads=args.threads, tile=args.tile,
-                       tile_overlap=args.tile_overlap, channels_last=args.channels_last)
+                       tile_overlap=args.tile_overlap, channels_last=args.channels_last,
+                       precision=args.precision)
 
 
 def notify(message: str) -> None:

@@ -4,6 +4,7 @@ PyTorch (``inference_mode``, optionally ``channels_last``, any device) or by onn
 Images of any size go through :func:`ddsr.deploy.tiling.tiled_forward` (padding to the net's minimum size and
 multiple; tiles aligned on the coarse grid of ESA nets, see :mod:`ddsr.archs.esa_upsample`).
 """
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,19 +63,24 @@ def probe_scale(forward: Callable[[Tensor], Tensor], size: int) -> int:
     return out.shape[-1] // size
 
 
-def torch_upscaler(net: nn.Module, device: str = 'cpu', channels_last: bool = False) -> Upscaler:
-    """Upscaler of a PyTorch network (converted to deploy form) under ``torch.inference_mode``."""
-    net = to_inference_form(net).to(device)
+def torch_upscaler(net: nn.Module, device: str = 'cpu', channels_last: bool = False,
+                   dtype: torch.dtype = torch.float32) -> Upscaler:
+    """Upscaler of a PyTorch network (converted to deploy form) under ``torch.inference_mode``. ``dtype``
+    ``torch.bfloat16``: weights and activations in bf16 (a bf16 copy of the network; :mod:`ddsr.deploy.precision`),
+    input converted on entry, output returned in float32."""
+    net = to_inference_form(net)
+    net = (copy.deepcopy(net) if dtype != torch.float32 else net).to(device, dtype)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     need = capabilities_of(net).size
 
     def forward(x: Tensor) -> Tensor:
         with torch.inference_mode():
-            return net(x.to(device).contiguous(memory_format=memory_format)).float().cpu()
+            return net(x.to(device, dtype).contiguous(memory_format=memory_format)).float().cpu()
 
     return Upscaler(forward, probe_scale(forward, need.fit(PROBE_SIDE)), need.min_size, need.multiple,
-                    {'backend': 'torch', 'device': device, 'channels_last': channels_last}, need.grid,
+                    {'backend': 'torch', 'device': device, 'channels_last': channels_last,
+                     'precision': 'bf16' if dtype == torch.bfloat16 else 'fp32'}, need.grid,
                     tile_geometry if need.grid > 1 else None)
 
 

@@ -6,7 +6,8 @@ check, no timing; with onnxruntime chosen, not even torch is imported).
 
 Location: ``$DDSR_CACHE_DIR/deploy`` if set, else ``$XDG_CACHE_HOME/ddsr/deploy``, else ``~/.cache/ddsr/deploy``
 (``DDSR_CACHE_DIR`` is the root of all of ddsr's caches). One folder per key (its SHA-256) holding ``choice.json``
-(backend, probe timings, the export's check) and ``model-<sha>.onnx``. Deleting the folder clears the cache.
+(backend, probe timings, the export's check) and ``model-<sha>.onnx`` (with ``--precision int8|auto`` also the
+int8 quantization of that export, under its own content hash). Deleting the folder clears the cache.
 
 Concurrency and damage: every file is written to a temporary name in its folder and renamed into place
 (:func:`ddsr.fileio.atomic_write_bytes`: ``os.replace``, atomic on POSIX and Windows), the ONNX file under its
@@ -26,6 +27,7 @@ from ddsr.fileio import atomic_write_bytes, cache_root, sha256_bytes, sha256_fil
 
 FORMAT = 2  # bump when choice.json's meaning changes (2: the network's description is stored)
 REQUIRED = ('key', 'backend', 'scale', 'min_size', 'multiple', 'network')
+ONNX_FIELDS = ('onnx', 'onnx_int8')  # the float32 export and its int8 quantization (``--precision``), each with _sha256
 
 
 class CorruptEntry(Exception):
@@ -60,11 +62,12 @@ def read_entry(key: str) -> dict | None:
         raise CorruptEntry(f'{path}: missing fields')
     if entry['key'] != key:
         raise CorruptEntry(f'{path}: written for another key')
-    if entry.get('onnx'):
-        onnx = folder / str(entry['onnx'])
-        if not onnx.is_file() or sha256_file(onnx) != entry.get('onnx_sha256'):
-            raise CorruptEntry(f'{onnx}: missing or not the recorded file')
-        entry['onnx_path'] = str(onnx)
+    for field in ONNX_FIELDS:
+        if entry.get(field):
+            onnx = folder / str(entry[field])
+            if not onnx.is_file() or sha256_file(onnx) != entry.get(f'{field}_sha256'):
+                raise CorruptEntry(f'{onnx}: missing or not the recorded file')
+            entry[f'{field}_path'] = str(onnx)
     return entry
 
 
@@ -80,7 +83,7 @@ def store_onnx(key: str, data: bytes) -> tuple[str, str]:
 
 def write_entry(key: str, entry: Mapping[str, Any]) -> Path:
     """Write ``choice.json`` for ``key`` (after its ONNX file, see :func:`store_onnx`)."""
-    record = {k: v for k, v in entry.items() if k != 'onnx_path'}
+    record = {k: v for k, v in entry.items() if k not in {f'{field}_path' for field in ONNX_FIELDS}}
     record['key'] = key
     path = entry_dir(key) / 'choice.json'
     atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True, default=str).encode())

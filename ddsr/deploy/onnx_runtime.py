@@ -40,6 +40,7 @@ def session(path: str, threads: int | None = None) -> Any:
     except ImportError:
         raise DDSRError('onnxruntime is not installed: pip install onnxruntime') from None
     opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only: an int8 model's unused-initializer notes are not the user's concern
     cpu_threads.configure_ort(opts, threads)  # threads and spinning under ddsr's CPU policy (docs/threads.md)
     try:
         return ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])

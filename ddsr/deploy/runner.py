@@ -25,6 +25,13 @@ Steps (each done once per command):
    for the PyTorch path when torch is not imported yet. onnxruntime runs without importing torch at all (NumPy in,
    NumPy out) unless ``--tile`` is given (tiling is PyTorch code); tiled ESA nets (DIPNet, DDistill-SR) always run in
    PyTorch, whose tiling is exact for them.
+5. **Precision** (``--precision``, :mod:`ddsr.deploy.precision`): ``fp32`` (default) as above; ``bf16`` runs PyTorch
+   in bfloat16 (no probe); ``int8`` runs the int8 quantization of the checked export (made by the probe, cached);
+   ``auto`` probes, besides the two float32 candidates, ``torch-bf16`` and ``onnxruntime-int8`` where the CPU runs
+   them natively and the network is not known to miss the quality contract in them
+   (:data:`ddsr.deploy.precision.MISSES_CONTRACT`), records each one's output PSNR vs the float32 output on the
+   probe photo, and step 4 chooses among the candidates that reach :data:`ddsr.deploy.precision.MIN_PSNR_VS_FP32`.
+   The precision is part of the cache key.
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ import numpy as np
 
 from ddsr.deploy import cache, onnx_runtime
 from ddsr.deploy.onnx_runtime import PROBE_SIDE
+from ddsr.deploy.precision import auto_may_use, psnr_vs
 from ddsr.deploy.source import NetworkSource
 from ddsr.deploy.source import describe as describe_network
 from ddsr.errors import DDSRError
@@ -74,6 +82,7 @@ class RunSettings:
         threads: CPU threads (None: the libraries' default).
         tile: Tile side in LR px (None: whole images); tile_overlap: context per tile side.
         channels_last: ``torch`` backend: channels_last memory format (``auto`` always uses it).
+        precision: ``fp32``, ``bf16``, ``int8`` or ``auto`` (step 5 of the module docstring).
     """
     backend: str = 'auto'
     device: str = 'cpu'
@@ -81,6 +90,12 @@ class RunSettings:
     tile: int | None = None
     tile_overlap: int = 16
     channels_last: bool = False
+    precision: str = 'fp32'
+
+
+# candidate -> (backend, precision, cache entry field of its ONNX file or None)
+CANDIDATES = {'torch': ('torch', 'fp32', None), 'onnxruntime': ('onnxruntime', 'fp32', 'onnx_path'),
+              'torch-bf16': ('torch', 'bf16', None), 'onnxruntime-int8': ('onnxruntime', 'int8', 'onnx_int8_path')}
 
 
 def _quiet(_: str) -> None:
@@ -116,7 +131,8 @@ def key_material(source: NetworkSource, settings: RunSettings) -> dict[str, Any]
             'strict': source.strict, 'threads': settings.threads or f'default/{os.cpu_count()}',
             'device': settings.device, 'machine': platform.machine(), 'python': platform.python_version(),
             'versions': {name: _version(name) for name in ('torch', 'onnxruntime', 'onnx', 'numpy')},
-            'ddsr': __version__, 'ddsr_archs': _arch_sources_sha()}
+            'ddsr': __version__, 'ddsr_archs': _arch_sources_sha(),
+            **({'precision': settings.precision} if settings.precision != 'fp32' else {})}
 
 
 def _import_torch() -> float | None:
@@ -174,15 +190,42 @@ def probe(source: NetworkSource, settings: RunSettings, key: str, notify: Notify
                 fwd = _ort_forward(str(cache.entry_dir(key) / entry['onnx']), entry, settings.threads)
                 xn = x.numpy()
                 timings['onnxruntime'] = min_ms(lambda: fwd(xn), PROBE_RUNS)
+                if settings.precision in ('auto', 'int8'):
+                    _probe_int8(key, path, entry, timings, settings, x.numpy(), type(net).__name__)
             else:
                 entry['onnx_rejected'] = f'max |ONNX - PyTorch| {diff:.2e} > {ONNX_TOL}'
     except (DDSRError, ImportError, RuntimeError) as err:  # export/runtime trouble: the PyTorch path is always right
         entry['onnx'], entry['onnx_rejected'] = None, f'{type(err).__name__}: {str(err)[:200]}'
+    if settings.precision == 'auto' and auto_may_use(type(net).__name__, 'bf16'):
+        import torch
+        bf16 = torch_upscaler(net, 'cpu', channels_last=True, dtype=torch.bfloat16)
+        timings['torch-bf16'] = min_ms(lambda: bf16(x), PROBE_RUNS)
+        entry.setdefault('psnr_vs_fp32', {})['torch-bf16'] = psnr_vs(up(x).numpy(), bf16(x).numpy())
     entry['timings_ms'] = timings
-    entry['backend'] = min(timings, key=lambda k: timings[k])
+    entry['backend'] = min((k for k in timings if holds_quality(entry, k)), key=lambda k: timings[k])
     cache.write_entry(key, entry)
     entry = cache.read_entry(key) or entry  # resolves onnx_path
     return entry, net
+
+
+def _probe_int8(key: str, onnx: Path, entry: dict, timings: dict, settings: RunSettings, x: np.ndarray,
+                net_class: str) -> None:
+    """Quantize the checked export to int8 (step 5), store it with the entry, time it and record its PSNR vs the
+    float32 export's output on the probe photo; a quantization failure is recorded, never fatal."""
+    if settings.precision == 'auto' and not auto_may_use(net_class, 'int8'):
+        return
+    from ddsr.deploy.backends import min_ms
+    from ddsr.deploy.precision import quantize_int8
+    try:
+        int8 = quantize_int8(onnx, onnx.with_name('model-int8.onnx'))
+        entry['onnx_int8'], entry['onnx_int8_sha256'] = cache.store_onnx(key, int8.read_bytes())
+    except Exception as err:  # onnxruntime.quantization raises many types; the float32 paths stay usable
+        entry['int8_rejected'] = f'{type(err).__name__}: {str(err)[:200]}'
+        return
+    fwd = _ort_forward(str(cache.entry_dir(key) / entry['onnx_int8']), entry, settings.threads)
+    ref = _ort_forward(str(cache.entry_dir(key) / entry['onnx']), entry, settings.threads)(x)
+    timings['onnxruntime-int8'] = min_ms(lambda: fwd(x), PROBE_RUNS)
+    entry.setdefault('psnr_vs_fp32', {})['onnxruntime-int8'] = psnr_vs(ref, fwd(x))
 
 
 def recheck_ms(entry: dict, backend: str, source: NetworkSource, settings: RunSettings) -> float:
@@ -190,14 +233,15 @@ def recheck_ms(entry: dict, backend: str, source: NetworkSource, settings: RunSe
     image (no torch, no image decoding on the onnxruntime path): these networks' cost does not depend on content."""
     from ddsr.deploy.backends import min_ms
     x = np.random.default_rng(0).random((1, 3, PROBE_SIZE, PROBE_SIZE), dtype=np.float32)
-    if backend == 'onnxruntime':
-        fwd = _ort_forward(entry['onnx_path'], entry, settings.threads)
+    kind, prec, onnx_field = CANDIDATES[backend]
+    if onnx_field:
+        fwd = _ort_forward(entry[onnx_field], entry, settings.threads)
         return min_ms(lambda: fwd(x), 2)
     _set_threads(settings)
     import torch
 
     from ddsr.deploy.backends import torch_upscaler
-    up = torch_upscaler(source.network, 'cpu', channels_last=True)
+    up = torch_upscaler(source.network, 'cpu', channels_last=True, dtype=_dtype(prec))
     xt = torch.from_numpy(x)
     return min_ms(lambda: up(xt), 2)
 
@@ -211,17 +255,29 @@ def _first_area(files: list[Path]) -> int | None:
     return None
 
 
-def choose(entry: dict, n_images: int, area: int | None, tiled: bool) -> str:
-    """``auto``'s backend for ``n_images`` images, the first of ``area`` px (see the module docstring, step 4)."""
-    timings = entry.get('timings_ms') or {}
-    if 'onnxruntime' not in timings or not entry.get('onnx_path'):
-        return 'torch'
-    if tiled or 'torch' in sys.modules or not entry.get('torch_import_s'):
+def holds_quality(entry: dict, name: str) -> bool:
+    """Whether candidate ``name``'s output PSNR vs float32 on the probe photo (none recorded: a float32 candidate)
+    reaches :data:`ddsr.deploy.precision.MIN_PSNR_VS_FP32` (step 5)."""
+    from ddsr.deploy.precision import MIN_PSNR_VS_FP32
+    return (entry.get('psnr_vs_fp32') or {}).get(name, MIN_PSNR_VS_FP32) >= MIN_PSNR_VS_FP32
+
+
+def usable(entry: dict, allowed: Callable[[str], bool]) -> dict[str, float]:
+    """The probe timings of the candidates that may run: ``allowed`` and their ONNX file present."""
+    return {k: v for k, v in (entry.get('timings_ms') or {}).items()
+            if k in CANDIDATES and allowed(k) and (CANDIDATES[k][2] is None or entry.get(CANDIDATES[k][2]))}
+
+
+def choose(entry: dict, n_images: int, area: int | None, tiled: bool,
+           allowed: Callable[[str], bool] | None = None) -> str:
+    """``auto``'s candidate for ``n_images`` images, the first of ``area`` px (see the module docstring, steps 4-5)."""
+    timings = usable(entry, allowed or (lambda k: holds_quality(entry, k))) or {'torch': 0.0}
+    if not any(k.startswith('onnxruntime') for k in timings) or tiled or 'torch' in sys.modules \
+            or not entry.get('torch_import_s'):
         return min(timings, key=lambda k: timings[k])
     area = area or entry['probe'] ** 2
     per_image = area / entry['probe'] ** 2 * n_images / 1e3  # ms at the probe size -> s for all images
-    cost = {'torch': entry['torch_import_s'] + timings['torch'] * per_image,
-            'onnxruntime': timings['onnxruntime'] * per_image}
+    cost = {k: (entry['torch_import_s'] if k.startswith('torch') else 0.) + v * per_image for k, v in timings.items()}
     return min(cost, key=lambda k: cost[k])
 
 
@@ -245,12 +301,17 @@ def _tiled(up: Any, settings: RunSettings) -> NpForward:
     return forward
 
 
-def _torch_plan(net: Any, settings: RunSettings, info: dict) -> Plan:
+def _dtype(precision: str) -> Any:
+    import torch
+    return torch.bfloat16 if precision == 'bf16' else torch.float32
+
+
+def _torch_plan(net: Any, settings: RunSettings, info: dict, precision: str = 'fp32') -> Plan:
     from ddsr.deploy.backends import torch_upscaler
-    channels_last = settings.backend == 'auto' or settings.channels_last
-    up = torch_upscaler(net, settings.device, channels_last=channels_last)
-    return Plan(_tiled(up, settings), up.scale,
-                {'backend': 'torch', 'device': settings.device, 'channels_last': channels_last, **info})
+    channels_last = settings.backend == 'auto' or settings.channels_last or precision == 'bf16'
+    up = torch_upscaler(net, settings.device, channels_last=channels_last, dtype=_dtype(precision))
+    return Plan(_tiled(up, settings), up.scale, {'backend': 'torch', 'device': settings.device,
+                                                 'channels_last': channels_last, 'precision': precision, **info})
 
 
 def images_in_flight(n_images: int, area: int | None, threads: int | None, tiled: bool) -> int:
@@ -306,26 +367,46 @@ def _cached_or_probed(source: NetworkSource, settings: RunSettings, key: str, no
 def make_plan(source: NetworkSource, settings: RunSettings, files: list[Path], notify: Notify = _quiet) -> Plan:
     """The forward that runs ``source`` on ``files`` (the inputs, for ``auto``'s estimate) with ``settings``;
     ``notify`` gets the one-line messages (the network recognised, the backend probe, a corrupt cache entry)."""
+    prec = settings.precision
     if source.onnx is not None:
+        if prec in ('bf16', 'int8'):
+            raise DDSRError(f'--precision {prec} needs a network (-opt, --weights or --model); --onnx runs as given')
         meta = onnx_runtime.read_meta(onnx_runtime.session(str(source.onnx), settings.threads))
         workers = images_in_flight(len(files), _first_area(files), settings.threads, bool(settings.tile))
         return _ort_plan(str(source.onnx), meta, settings, {'source': 'given'}, workers)
-    if settings.backend == 'torch' or settings.device != 'cpu':  # --device: resolved and checked by ddsr.commands
+    if prec == 'int8' and (settings.backend == 'torch' or settings.device != 'cpu'):
+        raise DDSRError('--precision int8 runs onnxruntime on the CPU: not with --backend torch or --device cuda')
+    if prec == 'bf16' and settings.backend == 'onnxruntime':
+        raise DDSRError('--precision bf16 runs PyTorch: not with --backend onnxruntime (int8 runs onnxruntime)')
+    if settings.backend == 'torch' or settings.device != 'cpu' or prec == 'bf16':  # --device: checked by ddsr.commands
         _import_torch()
         _set_threads(settings)
         notify(describe_network(source.summary))
-        return _torch_plan(source.network, settings, {'source': 'forced' if settings.backend == 'torch' else 'cuda'})
+        return _torch_plan(source.network, settings, {'source': 'forced' if settings.backend == 'torch' else
+                                                      'cuda' if settings.device != 'cpu' else 'precision'},
+                           'bf16' if prec == 'bf16' else 'fp32')
     key = cache.key_of(key_material(source, settings))
     entry, net, how = _cached_or_probed(source, settings, key, notify)
     tiled_esa = bool(settings.tile) and int(entry.get('align', 1)) > 1
     area = _first_area(files)  # read once: the choice and the images in flight both scale with it
-    if settings.backend == 'onnxruntime':
-        if not entry.get('onnx_path'):
-            raise DDSRError(f'--backend onnxruntime: no usable ONNX export ({entry.get("onnx_rejected", "none")})')
-        backend = 'onnxruntime'
+
+    def allowed(name: str) -> bool:
+        kind, precision, _ = CANDIDATES[name]
+        return ((settings.backend == 'auto' or kind == settings.backend) and not (tiled_esa and kind != 'torch')
+                and (holds_quality(entry, name) if prec == 'auto' else precision == prec))
+
+    if prec == 'int8' and tiled_esa:
+        raise DDSRError('--precision int8 with --tile on an ESA net (DIPNet, DDistill-SR): tiles of these nets run '
+                        'PyTorch (exact tiling); use --precision bf16 or fp32, or no --tile')
+    if settings.backend == 'onnxruntime' or prec == 'int8':
+        if not usable(entry, allowed):
+            reason = entry.get('int8_rejected') if prec == 'int8' else None
+            raise DDSRError(f'--backend {settings.backend} --precision {prec}: no usable ONNX export '
+                            f'({reason or entry.get("onnx_rejected", "none")})')
+        backend = choose(entry, len(files), area, bool(settings.tile), allowed)
     else:
-        backend = 'torch' if tiled_esa else choose(entry, len(files), area, bool(settings.tile))
-        timings = entry.get('timings_ms') or {}
+        backend = choose(entry, len(files), area, bool(settings.tile), allowed)
+        timings = usable(entry, allowed)
         recorded, others = timings.get(backend), [v for k, v in timings.items() if k != backend]
         if how['source'] == 'cache' and recorded and others:  # with one candidate a new probe changes nothing
             now = recheck_ms(entry, backend, source, settings)
@@ -336,12 +417,14 @@ def make_plan(source: NetworkSource, settings: RunSettings, files: list[Path], n
                 cache.remove_entry(key)
                 entry, net, how = _cached_or_probed(source, settings, key, notify)
                 how['recheck'] = f'{backend} {now:.0f} ms vs {recorded:.0f} ms recorded'
-                backend = 'torch' if tiled_esa else choose(entry, len(files), area, bool(settings.tile))
-    if backend == 'onnxruntime':
+                backend = choose(entry, len(files), area, bool(settings.tile), allowed)
+    kind, precision, onnx_field = CANDIDATES[backend]
+    how['precision'] = precision
+    if onnx_field:
         workers = images_in_flight(len(files), area, settings.threads, bool(settings.tile))
-        return _ort_plan(entry['onnx_path'], _entry_meta(entry), settings, how, workers)
+        return _ort_plan(entry[onnx_field], _entry_meta(entry), settings, how, workers)
     _set_threads(settings)
-    return _torch_plan(net if net is not None else source.network, settings, how)
+    return _torch_plan(net if net is not None else source.network, settings, how, precision)
 
 
 def describe(plan: Plan) -> str:
@@ -355,5 +438,6 @@ def describe(plan: Plan) -> str:
         how = f' (cached choice: {times} on a probe)' if times else ' (cached choice)'
     else:
         how = ''
-    return f'{info["backend"]}{how}' + (f', {plan.workers} images at a time' if plan.workers > 1 else '')
+    precision = f' {info["precision"]}' if info.get('precision', 'fp32') != 'fp32' else ''
+    return f'{info["backend"]}{precision}{how}' + (f', {plan.workers} images at a time' if plan.workers > 1 else '')
 
