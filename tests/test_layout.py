@@ -3,6 +3,7 @@ import only downward, one module reads checkpoints with ``torch.load``, matplotl
 level (importing ddsr must not change the process's plotting backend), and each file utility has one home (atomic
 rename, umask, sha256, cache root, LMDB opening, YAML parsing, tqdm)."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,30 @@ def test_each_file_utility_has_one_home(primitive):
     users = {_module_name(p) for p in PACKAGE.rglob('*.py') if primitive in _calls(p)}
     assert users <= ONE_HOME[primitive], f'{primitive} used outside its home: {sorted(users - ONE_HOME[primitive])}'
     assert users, f'{primitive}: its home no longer uses it (update ONE_HOME)'
+
+
+def _readme_layout_rows() -> list[set[str]]:
+    """The units named in each row of README's Layout table (``ddsr/x.py`` / ``ddsr/x/``; a bare ``x.py`` in a row
+    that named ``ddsr/`` before is a module of ddsr too)."""
+    text = (PACKAGE.parent / 'README.md').read_text()
+    table = text.split('## Layout', 1)[1].split('\n## ', 1)[0]
+    rows = []
+    for line in table.splitlines():
+        cells = line.split('|')
+        if len(cells) < 3 or 'ddsr/' not in cells[1]:
+            continue
+        names = re.findall(r'`(?:ddsr/)?([a-z_]+)(?:\.py|/)`', cells[1])
+        rows.append(set(names))
+    return rows
+
+
+def test_readme_layout_table_is_the_layering():
+    """README's layout table names every unit once, and its rows run from the highest layer down (one statement of
+    the layering: RANK here; the table is checked against it)."""
+    rows = _readme_layout_rows()
+    named = [unit for row in rows for unit in row]
+    assert sorted(named) == sorted(set(named)), 'a unit is named in two rows'
+    missing, unknown = sorted(set(RANK) - set(named)), sorted(set(named) - set(RANK))
+    assert not missing and not unknown, f'missing: {missing}, unknown: {unknown}'
+    for upper, lower in zip(rows, rows[1:], strict=False):
+        assert min(RANK[u] for u in upper) >= max(RANK[u] for u in lower), (upper, lower)
