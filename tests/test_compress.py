@@ -284,9 +284,10 @@ def test_demo_chain_edsr(workdir):
         exp3 = _demo(workdir, 'EDSRmini', stage, f'demo_EDSRmini_x2_{stage}', ['train:total_iter=4', 'val:val_freq=4'])
         final = torch.load(exp3 / 'models' / 'net_g_latest.pth', weights_only=True)['params']
         assert sum(v.numel() for v in final.values()) == 49603
-    res = run_cli(['basicsr', 'test', '-opt', workdir / 'options/demo/EDSRmini/04_test_x2.yml'], workdir)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert 'psnr' in (res.stdout + res.stderr)
+    for test_file in ('04_test_x2.yml', '04_test_from_pruned_x2.yml'):  # both stage-3 variants
+        res = run_cli(['basicsr', 'test', '-opt', workdir / 'options/demo/EDSRmini' / test_file], workdir)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        assert 'psnr' in (res.stdout + res.stderr)
 
 
 def test_demo_chain_swinir(workdir):
