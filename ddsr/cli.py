@@ -192,6 +192,8 @@ def run_pipeline(phase: str, args: list[str]) -> int:
     code = _guarded(pipeline, setup_label=label, state=state)
     # BasicSR's run objects (datasets, models, a failed run's frames with its exception) sit in reference cycles and
     # keep the LMDB environments they opened; collect them now so a next run in this process can open those LMDBs.
+    # The run's hooks hold some of them too (exact resume: the train loader), so they are let go first.
+    state.hooks = []
     gc.collect()
     if code != 0:  # never remove what a run wrote: only folders it created and left without any file
         for folder in new_outputs:
