@@ -56,6 +56,16 @@ def load_yaml(path) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
+def upscale(folder: Path, out: str, capsys, *extra: str) -> tuple[int, str, str]:
+    """``ddsr upscale --weights folder/net.pth -i folder/in -o folder/<out> [extra]`` in this process: (exit code,
+    stdout, stderr) as captured by pytest's ``capsys``."""
+    from ddsr.cli import ddsr_main
+    code = ddsr_main(['upscale', '--weights', str(folder / 'net.pth'), '-i', str(folder / 'in'), '-o',
+                      str(folder / out), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def run_cli_inprocess(args: list[str], cwd) -> tuple[int, str, str]:
     """``ddsr.cli.main(args)`` in this process with ``cwd`` as working directory: (exit code, stdout, stderr).
 

@@ -16,7 +16,7 @@ from ddsr.cli import ddsr_main
 from ddsr.data.demo import EVAL_PHOTOS, bicubic_lr
 from ddsr.deploy import cache, precision, runner
 from ddsr.errors import DDSRError
-from tests.conftest import PRETRAINED
+from tests.conftest import PRETRAINED, upscale
 
 ARCH = {'type': 'DIPNet', 'num_feat': 8, 'num_mid': 8, 'num_block': 1, 'esa_channels': 4, 'upscale': 2}
 OFFICIAL = {'DIPNet': 'DIPNet_x4.pth', 'DDistill-SR': 'DDistill-SRx4_inference.pth'}
@@ -39,13 +39,6 @@ def folder(tmp_path: Path) -> Path:
         img = np.asarray(load())[..., :3] if np.asarray(load()).ndim == 3 else np.repeat(load()[..., None], 3, 2)
         cv2.imwrite(str(tmp_path / 'in' / f'{name}.png'), np.ascontiguousarray(img[:40, :48, ::-1]))
     return tmp_path
-
-
-def upscale(folder: Path, out: str, capsys, *extra: str) -> tuple[int, str, str]:
-    code = ddsr_main(['upscale', '--weights', str(folder / 'net.pth'), '-i', str(folder / 'in'), '-o',
-                      str(folder / out), *extra])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def outputs(folder: Path, out: str) -> np.ndarray:

@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from ddsr.archs.registry import arch_class
-from ddsr.cli import ddsr_main
 from ddsr.deploy import cache, runner
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, upscale
 
 ARCH = {'type': 'DIPNet', 'num_feat': 8, 'num_mid': 8, 'num_block': 1, 'esa_channels': 4, 'upscale': 2}
 
@@ -36,13 +35,6 @@ def folder(tmp_path: Path) -> Path:
     for name in ('a', 'b'):
         cv2.imwrite(str(tmp_path / 'in' / f'{name}.png'), rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
     return tmp_path
-
-
-def upscale(folder: Path, out: str, capsys, *extra: str) -> tuple[int, str, str]:
-    code = ddsr_main(['upscale', '--weights', str(folder / 'net.pth'), '-i', str(folder / 'in'), '-o',
-                      str(folder / out), *extra])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def outputs(folder: Path, out: str) -> np.ndarray:
