@@ -379,6 +379,22 @@ def test_sigterm_to_torchrun_stops_both_workers_at_one_iteration(tmp_path):
     assert checkpoint.load_training_state(str(exp / 'training_states' / f'{n}.state'), 'cpu')['iter'] == n
 
 
+def _lock_holder(path: str, holder_pid: str, seconds: float) -> subprocess.Popen:
+    """A process that takes the flock of ``path``, records ``holder_pid`` as the holder (``pid N on HOST``), says
+    "locked" and keeps the lock for ``seconds``."""
+    code = f'''
+import fcntl, os, socket, time
+fd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, f"pid {holder_pid} on {{socket.gethostname()}} since 00:00:00".encode())
+print("locked", flush=True)
+time.sleep({seconds})
+'''
+    proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == 'locked'
+    return proc
+
+
 def test_lock_left_to_orphaned_workers_of_a_killed_run_is_waited_for(tmp_path):
     """A SIGKILLed run's forked DataLoader workers share its lock until they notice the parent is gone: a run
     started at once waits for them (the recorded holder is dead) instead of refusing; a live holder still refuses."""
@@ -390,28 +406,11 @@ def test_lock_left_to_orphaned_workers_of_a_killed_run_is_waited_for(tmp_path):
     holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])  # stands in for the dead run
     holder.kill()
     holder.wait()
-    # an "orphan worker": holds the flock for 1 s and records the dead run's pid as the holder
-    orphan = subprocess.Popen([sys.executable, '-c', f'''
-import fcntl, os, socket, time
-fd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o644)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.write(fd, f"pid {holder.pid} on {{socket.gethostname()}} since 00:00:00".encode())
-print("locked", flush=True)
-time.sleep(1.0)
-'''], stdout=subprocess.PIPE, text=True)
-    assert orphan.stdout.readline().strip() == 'locked'
+    orphan = _lock_holder(path, str(holder.pid), 1.0)  # an "orphan worker" of the dead run
     with runlock.run_lock(folder):  # waits for the orphan, then holds the folder
         assert orphan.poll() is not None
-    live = subprocess.Popen([sys.executable, '-c', f'''
-import fcntl, os, socket, time
-fd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o644)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.write(fd, f"pid {{os.getpid()}} on {{socket.gethostname()}} since 00:00:00".encode())
-print("locked", flush=True)
-time.sleep(30)
-'''], stdout=subprocess.PIPE, text=True)
+    live = _lock_holder(path, '{os.getpid()}', 30)  # a live holder: its own pid
     try:
-        assert live.stdout.readline().strip() == 'locked'
         with pytest.raises(DDSRError, match='in use by another run'), runlock.run_lock(folder):
             pass
     finally:
