@@ -1,6 +1,7 @@
 """Issue 23 (inference): ``--precision {auto,fp32,bf16,int8}`` in ``ddsr upscale`` and ``ImageUpscaler``; ``auto``
 falls back to fp32 where the CPU lacks the native flags or the probe timed a reduced precision slower (or below the
 quality floor); bf16/int8 outputs of the official networks against their fp32 outputs on two eval photos."""
+import copy
 import json
 import math
 from pathlib import Path
@@ -83,7 +84,7 @@ def test_api_precision(folder):
 def test_auto_skips_what_misses_the_contract(folder, capsys, monkeypatch):
     """DIPNet int8 missed the contract (MISSES_CONTRACT): auto's probe does not even quantize it; bf16 is probed."""
     monkeypatch.setattr(precision, 'cpu_flags', lambda: {'amx_bf16', 'amx_int8'})
-    assert not precision.auto_may_use('DDistillSR', 'bf16') and not precision.auto_may_use('DIPNet', 'int8')
+    assert precision.auto_may_use('DDistillSR', 'bf16') and not precision.auto_may_use('DIPNet', 'int8')
     assert upscale(folder, 'auto', capsys, '--precision', 'auto')[0] == 0
     entry = the_entry()
     assert set(entry['timings_ms']) == {'torch', 'onnxruntime', 'torch-bf16'} and 'onnx_int8' not in entry
@@ -150,3 +151,28 @@ def test_official_nets_bf16_and_int8_against_fp32(net):
         if net == 'DIPNet':
             assert int8 >= INT8_FLOOR_DIPNET, (name, int8)
         assert math.isfinite(bf16)
+
+
+def test_bf16_keeps_the_named_children_in_float32():
+    """DDistill-SR's fusion tail (``bf16_float32``) keeps its original float32 weights in bf16 mode (not rounded
+    through bf16); the trunk is bf16; a tiny random net's bf16 output is closer to fp32 with the tail than without."""
+    from ddsr.deploy.backends import _cast, to_inference_form
+    torch.manual_seed(0)
+    net = to_inference_form(arch_class('DDistillSR')(num_feat=16, dyn_dim=4, upscale=2, deploy=True).eval())
+    tail = set(net.bf16_float32)
+    assert tail == {'cres', 'c', 'PAconv', 'LR_conv', 'upsamplerx2'}
+    ref = {k: v.clone() for k, v in net.state_dict().items()}
+    mixed = _cast(copy.deepcopy(net), 'cpu', torch.bfloat16)
+    for name, value in mixed.state_dict().items():
+        if not value.is_floating_point():
+            continue
+        if name.split('.')[0] in tail:
+            assert value.dtype == torch.float32 and torch.equal(value, ref[name]), name
+        else:
+            assert value.dtype == torch.bfloat16, name
+    x = torch.rand(1, 3, 24, 24)
+    with torch.inference_mode():
+        want = net(x)
+        err_mixed = (mixed(x.bfloat16()).float() - want).abs().mean()
+        err_all = (copy.deepcopy(net).bfloat16()(x.bfloat16()).float() - want).abs().mean()
+    assert err_mixed < err_all

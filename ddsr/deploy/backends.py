@@ -63,13 +63,27 @@ def probe_scale(forward: Callable[[Tensor], Tensor], size: int) -> int:
     return out.shape[-1] // size
 
 
+def _cast(net: nn.Module, device: str, dtype: torch.dtype) -> nn.Module:
+    """``net`` moved to ``device`` and ``dtype``; in bfloat16 the children it names in ``bf16_float32`` keep their
+    float32 weights (converted from the original values, not rounded through bf16)."""
+    keep = set(getattr(net, 'bf16_float32', ())) if dtype == torch.bfloat16 else set()
+    if not keep:
+        return net.to(device, dtype)
+    for name, child in net.named_children():
+        child.to(device, torch.float32 if name in keep else dtype)
+    for tensor in [*net.parameters(recurse=False), *net.buffers(recurse=False)]:
+        tensor.data = tensor.data.to(device, dtype)
+    return net
+
+
 def torch_upscaler(net: nn.Module, device: str = 'cpu', channels_last: bool = False,
                    dtype: torch.dtype = torch.float32) -> Upscaler:
     """Upscaler of a PyTorch network (converted to deploy form) under ``torch.inference_mode``. ``dtype``
-    ``torch.bfloat16``: weights and activations in bf16 (a bf16 copy of the network; :mod:`ddsr.deploy.precision`),
+    ``torch.bfloat16``: weights and activations in bf16 (a bf16 copy of the network; :mod:`ddsr.deploy.precision`)
+    except the children the network names in ``bf16_float32`` (e.g. DDistill-SR's fusion tail),
     input converted on entry, output returned in float32."""
     net = to_inference_form(net)
-    net = (copy.deepcopy(net) if dtype != torch.float32 else net).to(device, dtype)
+    net = _cast(copy.deepcopy(net) if dtype != torch.float32 else net, device, dtype)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     need = capabilities_of(net).size
