@@ -35,8 +35,9 @@ inside ``update_learning_rate``).
 Hooks are called in the order of ``state.hooks``; :func:`default_hooks` fixes it: option paths, sample errors,
 exact resume (its loader is in place before the model is built; it acts only on its own events, the train loader
 and the saved states), preemption (its stop check comes before anything of the next iteration), NaN/Inf guard (its
-loss check comes before the console shows the iteration), mixed precision (``train.amp``: bf16 autocast around
-``optimize_parameters``, :mod:`ddsr.amp`), console. ``exit`` runs in the reverse order.
+loss check comes before the console shows the iteration), channels_last (``train.channels_last``: networks and
+inputs in that memory format) and mixed precision (``train.amp``: bf16 autocast around ``optimize_parameters``,
+both :mod:`ddsr.amp`), console. ``exit`` runs in the reverse order.
 
 Outside :func:`running` nothing of this is installed: ``python -m basicsr.train`` in a process that imported ddsr
 runs BasicSR's pipeline with only ddsr's permanent patches (:mod:`ddsr.compat`, listed in docs/compatibility.md).
@@ -69,6 +70,8 @@ def default_hooks(phase: str, opt: dict, rank_zero: bool = True) -> list[RunHook
     hooks: list[RunHook] = [OptionPaths(), sample_errors.ReportingDatasets()]
     if phase == 'train':
         hooks += [resume.ExactResume(), preempt.Preemption(), guards.NonFiniteGuard()]
+        if amp.channels_last_of(opt):
+            hooks.append(amp.ChannelsLast())  # train.channels_last (checked by ddsr.checks)
         if amp.amp_of(opt):
             hooks.append(amp.MixedPrecision())  # train.amp (checked by ddsr.checks)
         if console.wanted(opt) and rank_zero:
