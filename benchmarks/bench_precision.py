@@ -109,7 +109,8 @@ def io_ms(src: Path, outs: Path, official: bool, runs: int) -> float:
 
 def profile_table(parts: dict, n: int) -> list[str]:
     """The profile rows (Markdown) of ``{(net, way): {'e2e', 'startup', 'forward', 'io'} (s)}``, and per network
-    0.25x the official e2e next to ddsr's lower bound from the start-up."""
+    0.25x the official e2e next to ddsr's lower bound from the start-up, per precision (the quality contract is in
+    the main table)."""
     table = [f'| network | way | e2e ({n} photos) | (a) start-up (1 tiny image) | (b) forward x {n} | (c) image I/O | '
              '(d) rest | (a) + (b) |', '|---|---|---:|---:|---:|---:|---:|---:|']
     notes = []
@@ -120,10 +121,10 @@ def profile_table(parts: dict, n: int) -> list[str]:
                 table.append(f'| {net} x4 | {way} | {t["e2e"]:.2f} s | {t["startup"]:.2f} s | {t["forward"]:.2f} s '
                              f'| {t["io"]:.2f} s | {rest:+.2f} s | {t["startup"] + t["forward"]:.2f} s |')
         goal = 0.25 * parts[net, 'official fp32']['e2e']
-        low = min(t['startup'] for (name, way), t in parts.items() if name == net and way != 'official fp32')
-        notes.append(f'- {net} x4: 0.25x of the official e2e = {goal:.2f} s; lower bound of the ddsr e2e from (a) '
-                     f'(fastest ddsr start-up) = {low:.2f} s: 0.25x is {"within" if low < goal else "BEYOND"} '
-                     'reach of the start-up alone')
+        lows = ', '.join(f'{way} {t["startup"]:.2f} s ({"within" if t["startup"] < goal else "BEYOND"})'
+                         for (name, way), t in parts.items() if name == net and way != 'official fp32')
+        notes.append(f'- {net} x4: 0.25x of the official e2e = {goal:.2f} s; lower bound of the ddsr e2e from (a), '
+                     f'per precision (0.25x within or beyond reach of the start-up alone): {lows}')
     return table + [''] + notes
 
 
