@@ -158,6 +158,16 @@ def in_flight(fn: Callable[[], object], runs: int) -> float:
     return median_s(pair, runs) / 2
 
 
+def some_of(value: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    """The comma-separated ``value`` of ``option``; exits 2 with one ``error:`` line when empty or not ``allowed``."""
+    items = [v for v in value.split(',') if v]
+    bad = sorted(set(items) - set(allowed))
+    if bad or not items:
+        print(f'error: {option}: {", ".join(bad) or "empty"}: expected some of {", ".join(allowed)}', file=sys.stderr)
+        raise SystemExit(2)
+    return items
+
+
 def upscalers(fast_net: nn.Module, precisions: list[str], threads: int | None) -> tuple[dict, dict[str, str]]:
     """ddsr's runners of the reduced ``precisions`` (bf16, int8) of ``fast_net``, as ``ImageUpscaler`` builds them,
     and ``{precision: error}`` of those that could not be built (printed; the table says n/a)."""
@@ -216,14 +226,8 @@ def main() -> int:
     parser.add_argument('--quick', action='store_true', help='one run at 96x54, small peak map: checks the script')
     parser.add_argument('--out', help='also write the report (Markdown) here')
     args = parser.parse_args()
-    names = [n for n in args.nets.split(',') if n]
-    precisions = [p for p in args.precisions.split(',') if p]
-    for bad, allowed, key in ((set(names) - set(ALL_NETS), ALL_NETS, '--nets'),
-                              (set(precisions) - {'fp32', 'bf16', 'int8'}, ('fp32', 'bf16', 'int8'), '--precisions')):
-        if bad or not (names if key == '--nets' else precisions):
-            print(f'error: {key}: {", ".join(sorted(bad)) or "empty"}: expected some of {", ".join(allowed)}',
-                  file=sys.stderr)
-            return 2
+    names = some_of(args.nets, ALL_NETS, '--nets')
+    precisions = some_of(args.precisions, ('fp32', 'bf16', 'int8'), '--precisions')
     runs, sizes = (1, ['96x54']) if args.quick else (args.runs, args.sizes)
     peak_map = QUICK_MAP if args.quick else PEAK_MAP
     if args.threads:

@@ -15,7 +15,7 @@ import sys
 import time
 
 import torch
-from bench_forward_limits import ALL_NETS, networks, photo  # benchmarks/bench_forward_limits.py
+from bench_forward_limits import ALL_NETS, networks, photo, some_of  # benchmarks/bench_forward_limits.py
 from report import load_average, publish  # benchmarks/report.py
 from torch.profiler import ProfilerActivity, profile
 
@@ -47,10 +47,7 @@ def main() -> int:
     parser.add_argument('--by-shape', action='store_true', help='one row per op and input shapes')
     parser.add_argument('--out', help='also write the report (Markdown) here')
     args = parser.parse_args()
-    precisions = [p for p in args.precisions.split(',') if p]
-    if not precisions or set(precisions) - {'fp32', 'bf16'}:
-        print(f'error: --precisions {args.precisions!r}: expected some of fp32, bf16', file=sys.stderr)
-        return 2
+    precisions = some_of(args.precisions, ('fp32', 'bf16'), '--precisions')
     if args.threads:
         torch.set_num_threads(args.threads)
     w, h = map(int, args.size.split('x'))
