@@ -73,7 +73,19 @@ def photos() -> dict[str, np.ndarray]:
     return out
 
 
+# start-up of the two runtimes alone: a fresh interpreter importing torch / onnxruntime
+IMPORTS = {f'python -c "import {m}"': [sys.executable, '-c', f'import {m}'] for m in ('torch', 'onnxruntime')}
+
+
+def tiny_folder(folder: Path) -> Path:
+    """``folder`` holding one 32x32 crop of the first photo: a run on it is a process's start-up cost."""
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'a.png'), next(iter(photos().values()))[:32, :32])
+    return folder
+
+
 def timed(cmd: list[str], env: dict) -> float:
+    """Wall time (s) of the process ``cmd`` (run in the repository root); exits naming it when it fails."""
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
     elapsed = time.perf_counter() - start
@@ -132,14 +144,10 @@ def main() -> int:
         for net in NETS:
             proc = subprocess.run(cmds[net, 'ddsr'], env=env, capture_output=True, text=True, cwd=REPO)
             choice[net] = proc.stdout.split(' with ', 1)[1].split(' into ')[0] if ' with ' in proc.stdout else '?'
-        startup = {name: [] for name in ('python -c "import torch"', 'python -c "import onnxruntime"',
-                                         'ddsr --help', 'ddsr upscale (1 tiny image, cached onnxruntime)',
+        startup = {name: [] for name in (*IMPORTS, 'ddsr --help', 'ddsr upscale (1 tiny image, cached onnxruntime)',
                                          'ddsr upscale (1 tiny image, --backend torch)')}
-        (tmp / 'tiny').mkdir()
-        cv2.imwrite(str(tmp / 'tiny' / 'a.png'), next(iter(photos().values()))[:32, :32])
-        tiny = ['--weights', args.dipnet, '--arch', 'DIPNet', '-i', str(tmp / 'tiny'), *threads]
-        startup_cmds = [[sys.executable, '-c', 'import torch'], [sys.executable, '-c', 'import onnxruntime'],
-                        [sys.executable, '-m', 'ddsr.cli', '--help'],
+        tiny = ['--weights', args.dipnet, '--arch', 'DIPNet', '-i', str(tiny_folder(tmp / 'tiny')), *threads]
+        startup_cmds = [*IMPORTS.values(), [sys.executable, '-m', 'ddsr.cli', '--help'],
                         [sys.executable, '-m', 'ddsr.cli', 'upscale', *tiny, '-o', str(tmp / 't1'), '--backend',
                          'onnxruntime'],
                         [sys.executable, '-m', 'ddsr.cli', 'upscale', *tiny, '-o', str(tmp / 't2'), '--backend',
