@@ -176,3 +176,15 @@ def test_bf16_keeps_the_named_children_in_float32():
         err_mixed = (mixed(x.bfloat16()).float() - want).abs().mean()
         err_all = (copy.deepcopy(net).bfloat16()(x.bfloat16()).float() - want).abs().mean()
     assert err_mixed < err_all
+
+
+def test_bf16_runs_swinir_at_a_size_other_than_img_size():
+    """BasicSR's SwinIR computes its attention mask in float32 for a new image size; the bf16 copy casts it (and every
+    layer input) to the layer's weight dtype, so the forward stays bf16 and close to fp32."""
+    torch.manual_seed(0)
+    net = arch_class('SwinIRmini')(upscale=2, depths=(2,), num_heads=(2,), embed_dim=12, window_size=4,
+                                   img_size=16).eval()
+    x = torch.rand(1, 3, 20, 20)
+    want, got = (precision.upscaler(net, 'cpu', p)(x) for p in ('fp32', 'bf16'))
+    assert got.dtype == torch.float32 and got.shape == want.shape == (1, 3, 40, 40)
+    assert 0 < float((got - want).abs().max()) < 0.05

@@ -64,16 +64,33 @@ def probe_scale(forward: Callable[[Tensor], Tensor], size: int) -> int:
 
 
 def _cast(net: nn.Module, device: str, dtype: torch.dtype) -> nn.Module:
-    """``net`` moved to ``device`` and ``dtype``; in bfloat16 the children it names in ``bf16_float32`` keep their
-    float32 weights (converted from the original values, not rounded through bf16)."""
-    keep = set(getattr(net, 'bf16_float32', ())) if dtype == torch.bfloat16 else set()
-    if not keep:
+    """``net`` moved to ``device`` and ``dtype``. In bfloat16: the children it names in ``bf16_float32`` keep their
+    float32 weights (converted from the original values, not rounded through bf16), and every module with weights of
+    its own receives its floating inputs in its weights' dtype (:func:`_inputs_in_weight_dtype`)."""
+    if dtype != torch.bfloat16:
         return net.to(device, dtype)
+    keep = set(getattr(net, 'bf16_float32', ()))
     for name, child in net.named_children():
         child.to(device, torch.float32 if name in keep else dtype)
     for tensor in [*net.parameters(recurse=False), *net.buffers(recurse=False)]:
         tensor.data = tensor.data.to(device, dtype)
+    for module in net.modules():
+        if next(module.parameters(recurse=False), None) is not None:
+            module.register_forward_pre_hook(_inputs_in_weight_dtype, with_kwargs=True)
     return net
+
+
+def _inputs_in_weight_dtype(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook of the bf16 copy: floating tensor arguments in the dtype of the module's own weights. A
+    float32 tensor a network makes at run time would otherwise promote bf16 activations to float32 and stop the
+    next bf16 matmul (BasicSR's SwinIR: the attention mask computed for an image size other than ``img_size``)."""
+    dtype = next(module.parameters(recurse=False)).dtype
+
+    def cast(value: object) -> object:
+        is_other = isinstance(value, Tensor) and value.is_floating_point() and value.dtype != dtype
+        return value.to(dtype) if is_other else value  # type: ignore[union-attr]
+
+    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
 
 
 def torch_upscaler(net: nn.Module, device: str = 'cpu', channels_last: bool = False,

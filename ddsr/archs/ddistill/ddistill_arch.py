@@ -347,12 +347,11 @@ class DDistillSR(ReparamESACapabilities, Reparameterizable):
             out, res = getattr(self, f'B{i}')(out)
             outs.append(out)
             residuals.append(res)
-        tail = self.PAconv.weight.dtype  # the fusion tail's dtype: float32 also in bf16 mode (see bf16_float32)
-        res = self.cres(torch.cat(residuals, 1).to(tail))
-        out = self.c(torch.cat(outs, 1).to(tail))
+        res = self.cres(torch.cat(residuals, 1))
+        out = self.c(torch.cat(outs, 1))
         fuse_in = out + torch.sigmoid(self.PAconv(out)) * res
         low = self.LR_conv.fused_forward(fuse_in)[0] if self.fold_bn else self.LR_conv(fuse_in)[0]
-        return getattr(self, f'upsamplerx{self.upscale}')(low + feat.to(tail)).clamp(0, 1)
+        return getattr(self, f'upsamplerx{self.upscale}')(low + feat).clamp(0, 1)
 
     @property
     def bf16_float32(self) -> tuple[str, ...]:
@@ -360,7 +359,8 @@ class DDistillSR(ReparamESACapabilities, Reparameterizable):
         ``c``, ``PAconv``, ``LR_conv``, the upsampler; 13% of the weights). Measured with the official x4 weights on
         the 13-photo eval split (mean Y PSNR vs float32): the whole network in bf16 -0.049 dB, outside issue 23's
         +-0.02 dB; only the upsampler in float32 -0.035 dB, ``LR_conv`` + upsampler -0.025 dB, the whole tail
-        -0.013 dB. :meth:`forward` casts into the tail's dtype (a no-op in float32)."""
+        -0.013 dB. (The bf16 copy feeds each layer its inputs in its weights' dtype:
+        :func:`ddsr.deploy.backends.torch_upscaler`.)"""
         return 'cres', 'c', 'PAconv', 'LR_conv', f'upsamplerx{self.upscale}'
 
     @property
