@@ -243,6 +243,26 @@ def _dataset(batch: int, seed: int, enhanced: str | None = None, scale: int = 4)
     return ds
 
 
+def enlarge_ratio(samples: int, batch: int, iters: int) -> int:
+    """The smallest ``dataset_enlarge_ratio`` with which BasicSR 1.4.2's loop reaches ``iters``. BasicSR plans
+    ``ceil(samples * r / batch)`` iterations per epoch and runs ``ceil(iters / planned) + 1`` epochs, but its train
+    loader drops the last incomplete batch (``floor``): with 229 tiles, batch 8 and 1500 iterations it stops at 1484,
+    before its final checkpoint. 1 wherever the plain loop reaches ``iters`` (every run of the ``finetune`` profile)."""
+    ratio = 1
+    while (math.ceil(iters / math.ceil(samples * ratio / batch)) + 1) * (samples * ratio // batch) < iters:
+        ratio += 1
+    return ratio
+
+
+def reach_total_iter(opt: dict, workdir: Path) -> None:
+    """Set the training set's ``dataset_enlarge_ratio`` (:func:`enlarge_ratio`) from its meta-info file's length."""
+    ds = opt['datasets']['train']
+    meta = ds.get('meta_info_file')
+    if meta and (workdir / meta).is_file():
+        samples = len([line for line in (workdir / meta).read_text().splitlines() if line.strip()])
+        ds['dataset_enlarge_ratio'] = enlarge_ratio(samples, ds['batch_size_per_gpu'], opt['train']['total_iter'])
+
+
 def _train(iters: int, lr: float, milestone: int | None, **losses) -> dict:
     """Adam ``lr``, halved at iteration ``milestone`` (None: constant)."""
     return {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': lr, 'betas': [0.9, 0.99]},
@@ -432,6 +452,7 @@ class Harness:
             done = runs / f'{name}.done.json'
             if done.is_file():
                 return json.loads(done.read_text())
+            reach_total_iter(opt, self.workdir)
             yml = self.workdir / 'options' / f'{name}.yml'
             yml.write_text(yaml.safe_dump(opt, sort_keys=False))
             load0, start = os.getloadavg()[0], time.time()
@@ -445,6 +466,10 @@ class Harness:
             if code:
                 raise RuntimeError(f'basicsr train -opt {yml} failed (exit {code}); log {log}:\n'
                                    f'{log.read_text()[-1500:]}')
+            iters, freq = opt['train']['total_iter'], opt.get('logger', {}).get('save_checkpoint_freq')
+            final = self.workdir / 'experiments' / name / 'models' / f'net_g_{iters}.pth'
+            if isinstance(freq, int) and iters % freq == 0 and not final.is_file():
+                raise RuntimeError(f'{name}: stopped before iteration {iters} (no {final.name}); log {log}')
             info = {'name': name, 'iters': opt['train']['total_iter'], 'wall_s': time.time() - start,
                     'load_start': load0, 'load_end': os.getloadavg()[0]}
             done.write_text(json.dumps(info))

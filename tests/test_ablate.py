@@ -297,3 +297,23 @@ def test_every_comparison_runs_from_the_current_option_files(tmp_path):
         rows = ablate.analyse(data)
         expected = {(c.key, b) for c in own for b in (('final', 'half') if c.half_budget else ('final',))}
         assert {(r['key'], r['budget']) for r in rows} == expected and all(r['n'] == 2 for r in rows)
+
+
+def _basicsr_iterations(samples: int, batch: int, iters: int, ratio: int) -> int:
+    """Iterations BasicSR 1.4.2's train loop runs: ``ceil(samples * r / batch)`` planned per epoch,
+    ``total_epochs = ceil(iters / planned)``, epochs ``0 .. total_epochs``, a loader that drops the last partial batch,
+    and a stop after ``iters``."""
+    planned = math.ceil(samples * ratio / batch)
+    return min(iters, (math.ceil(iters / planned) + 1) * (samples * ratio // batch))
+
+
+@pytest.mark.parametrize('samples, batch, iters, ratio', [(229, 8, 1500, 2), (229, 8, 3000, 2), (229, 8, 200, 1),
+                                                          (229, 8, 100, 1), (16, 8, 2, 1), (3, 2, 5, 2)])
+def test_enlarge_ratio_lets_basicsr_reach_total_iter(samples, batch, iters, ratio):
+    """With ratio 1 a 1500-iteration run on 229 tiles (batch 8) stopped at 1484, before its final checkpoint (seen in
+    the long profile's log: 'Total epochs: 52; iters: 1500', last iteration 1484); the fine-tune profile's 200 reach."""
+    assert _ablate().enlarge_ratio(samples, batch, iters) == ratio
+    assert _basicsr_iterations(samples, batch, iters, ratio) == iters
+    assert ratio == 1 or _basicsr_iterations(samples, batch, iters, ratio - 1) < iters
+    if (samples, iters) == (229, 1500):
+        assert _basicsr_iterations(229, 8, 1500, 1) == 1484
