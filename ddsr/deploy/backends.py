@@ -87,8 +87,9 @@ def _inputs_in_weight_dtype(module: nn.Module, args: tuple, kwargs: dict) -> tup
     dtype = next(module.parameters(recurse=False)).dtype
 
     def cast(value: object) -> object:
-        is_other = isinstance(value, Tensor) and value.is_floating_point() and value.dtype != dtype
-        return value.to(dtype) if is_other else value  # type: ignore[union-attr]
+        if isinstance(value, Tensor) and value.is_floating_point() and value.dtype != dtype:
+            return value.to(dtype)
+        return value
 
     return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
 
