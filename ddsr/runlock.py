@@ -5,6 +5,11 @@ folder rather than in it, because BasicSR renames an existing run folder (``*_ar
 run. The kernel releases a flock when its process ends in any way (including SIGKILL), so a killed run never
 leaves a stale lock; a clean end also removes the file. A second run on the same name stops at once with a
 :class:`ddsr.errors.DDSRError` naming the process that holds the folder. In distributed runs only rank 0 locks.
+
+A flock belongs to the open file, which ``fork`` shares: BasicSR's DataLoader workers (forked) would keep a SIGKILLed
+run's folder locked until they notice their parent is gone (5 s polls, longer under load), and the resume started
+at once would be refused. So every forked child closes its copy at once (``os.register_at_fork``); the lock is the
+run process's alone.
 """
 import contextlib
 import os
@@ -26,27 +31,21 @@ def lock_path(folder: str) -> str:
     return osp.join(parent, f'.{name}.lock')
 
 
-# A killed run's DataLoader workers (forked: they share the lock's open file) hold the lock until they notice
-# their parent is gone; PyTorch's workers check every 5 s (torch.utils.data._utils.MP_STATUS_CHECK_INTERVAL).
-ORPHAN_WAIT_S = 15.0
+_held: set[int] = set()  # lock descriptors of this process: a forked child closes them
 
 
-def _dead_holder(holder: str) -> bool:
-    """Whether ``holder`` (``pid N on HOST since T``) names a process of this host that no longer exists."""
-    parts = holder.split()
-    if len(parts) < 4 or parts[0] != 'pid' or not parts[1].isdigit() or parts[3] != socket.gethostname():
-        return False
-    try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, owned by another user
-        return False
-    return False
+def _close_in_child() -> None:
+    for fd in _held:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_close_in_child)
 
 
 def _acquire(path: str, folder: str) -> int:
-    deadline = None
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -54,11 +53,6 @@ def _acquire(path: str, folder: str) -> int:
         except OSError:
             holder = os.read(fd, 300).decode('utf-8', 'replace').strip() or 'another process'
             os.close(fd)
-            if _dead_holder(holder):  # its orphaned workers still hold the lock: they end within seconds
-                deadline = deadline or time.monotonic() + ORPHAN_WAIT_S
-                if time.monotonic() < deadline:
-                    time.sleep(0.2)
-                    continue
             raise DDSRError(f'{folder} is in use by another run ({holder}); wait for it to end, or use another '
                             'name') from None
         try:
@@ -83,11 +77,13 @@ def run_lock(folder: str) -> Iterator[None]:
     os.makedirs(parent, exist_ok=True)
     path = lock_path(folder)
     fd = _acquire(path, folder)
+    _held.add(fd)
     try:
         yield
     finally:
         with contextlib.suppress(OSError):
             os.remove(path)  # while still holding it (see _acquire for the race this handles)
+        _held.discard(fd)
         os.close(fd)
         if made_parent:
             with contextlib.suppress(OSError):

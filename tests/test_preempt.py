@@ -5,6 +5,7 @@ The single-process test trains on one image without augmentation, so every itera
 the sampler does: a run stopped at random iterations (SIGTERM, SIGKILL, SIGUSR1) and resumed each time must end
 bit for bit where an uninterrupted run ends (weights, EMA, Adam moments, LR schedule).
 """
+import contextlib
 import os
 import random
 import re
@@ -395,20 +396,37 @@ time.sleep({seconds})
     return proc
 
 
-def test_lock_left_to_orphaned_workers_of_a_killed_run_is_waited_for(tmp_path):
-    """A SIGKILLed run's forked DataLoader workers share its lock until they notice the parent is gone: a run
-    started at once waits for them (the recorded holder is dead) instead of refusing; a live holder still refuses."""
+def test_forked_children_do_not_hold_the_run_lock(tmp_path):
+    """A run's forked children (DataLoader workers) close their copy of its lock: when the run is SIGKILLed while a
+    forked child lives on, the folder is free at once; a live holder still refuses."""
     from ddsr import runlock
     from ddsr.errors import DDSRError
     folder = str(tmp_path / 'experiments' / 'run')
     path = runlock.lock_path(folder)
-    os.makedirs(os.path.dirname(path))
-    holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])  # stands in for the dead run
-    holder.kill()
-    holder.wait()
-    orphan = _lock_holder(path, str(holder.pid), 1.0)  # an "orphan worker" of the dead run
-    with runlock.run_lock(folder):  # waits for the orphan, then holds the folder
-        assert orphan.poll() is not None
+    code = f'''
+import multiprocessing, time
+from ddsr import runlock
+with runlock.run_lock({folder!r}):
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+    child.start()
+    print(child.pid, flush=True)
+    time.sleep(60)
+'''
+    run = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
+    child = int(run.stdout.readline())
+    try:
+        with pytest.raises(DDSRError, match='in use by another run'), runlock.run_lock(folder):
+            pass  # the run holds it
+        run.kill()
+        run.wait()
+        os.kill(child, 0)  # the forked child is still alive ...
+        with runlock.run_lock(folder):  # ... and the folder is free at once
+            pass
+    finally:
+        run.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     live = _lock_holder(path, '{os.getpid()}', 30)  # a live holder: its own pid
     try:
         with pytest.raises(DDSRError, match='in use by another run'), runlock.run_lock(folder):
