@@ -82,9 +82,13 @@ def test_api_precision(folder):
 
 
 def test_auto_skips_what_misses_the_contract(folder, capsys, monkeypatch):
-    """DIPNet int8 missed the contract (MISSES_CONTRACT): auto's probe does not even quantize it; bf16 is probed."""
+    """DIPNet int8 missed the contract (``DIPNet.precision_misses``): auto's probe does not even quantize it; bf16 is
+    probed."""
+    from ddsr.archs.ddistill.ddistill_arch import DDistillSR
+    from ddsr.archs.dipnet.dipnet_arch import DIPNet
     monkeypatch.setattr(precision, 'cpu_flags', lambda: {'amx_bf16', 'amx_int8'})
-    assert precision.auto_may_use('DDistillSR', 'bf16') and not precision.auto_may_use('DIPNet', 'int8')
+    assert precision.auto_may_use(DDistillSR, 'bf16') and precision.auto_may_use(DIPNet, 'bf16')
+    assert not precision.auto_may_use(DIPNet, 'int8') and not precision.auto_may_use(DDistillSR, 'int8')
     assert upscale(folder, 'auto', capsys, '--precision', 'auto')[0] == 0
     entry = the_entry()
     assert set(entry['timings_ms']) == {'torch', 'onnxruntime', 'torch-bf16'} and 'onnx_int8' not in entry
@@ -120,7 +124,7 @@ def test_auto_takes_a_reduced_precision_only_when_faster_and_good(timings, psnr,
 def test_auto_falls_back_when_the_probe_times_reduced_precision_slower(folder, capsys, monkeypatch):
     """The probe's timings are simulated: bf16 and int8 slower than both float32 backends."""
     monkeypatch.setattr(precision, 'cpu_flags', lambda: {'amx_bf16', 'amx_int8'})
-    monkeypatch.setattr(precision, 'MISSES_CONTRACT', {})  # the tiny DIPNet: every candidate is probed
+    monkeypatch.setattr('ddsr.archs.dipnet.dipnet_arch.DIPNet.precision_misses', {})  # every candidate is probed
     times = iter([10.0, 12.0, 30.0, 50.0])  # torch, onnxruntime, onnxruntime-int8, torch-bf16 (probe order)
     monkeypatch.setattr('ddsr.deploy.backends.min_ms', lambda fn, runs=3: next(times))
     code, out, _ = upscale(folder, 'auto', capsys, '--precision', 'auto')

@@ -11,8 +11,8 @@ checked ONNX export, and the quality check a reduced precision must pass before 
 - fp16 is not offered on CPU: it has no fast path there (issue 23: 1.7x slower than fp32 for a 3x3 conv).
 
 ``auto`` uses a reduced precision only when :func:`native` says the CPU executes it natively, the network is not
-known to miss the quality contract in it (:data:`MISSES_CONTRACT`), the probe timed it faster, and its output on
-the probe photo is within :data:`MIN_PSNR_VS_FP32` of the float32 output.
+known to miss the quality contract in it (its class's ``precision_misses``, :func:`misses_contract`), the probe
+timed it faster, and its output on the probe photo is within :data:`MIN_PSNR_VS_FP32` of the float32 output.
 """
 from __future__ import annotations
 
@@ -35,12 +35,6 @@ NATIVE_FLAGS = {'bf16': ('amx_bf16', 'avx512_bf16'), 'int8': ('amx_int8', 'avx51
 # -1.5 dB, far outside the 0.05 dB contract. 45 dB separates the two; the contract itself is measured by
 # benchmarks/bench_precision.py)
 MIN_PSNR_VS_FP32 = 45.0
-# (network class, precision) measured to miss issue 23's quality contract (mean PSNR on the 13-photo eval split
-# within 0.02 dB of fp32 for bf16, 0.05 dB for int8) with the official x4 weights, benchmarks/bench_precision.py:
-# the mean PSNR change in dB. auto never uses them for these networks. bf16 holds for both: DIPNet -0.004 dB,
-# DDistill-SR -0.013 dB with its fusion tail kept in float32 (``DDistillSR.bf16_float32``; -0.049 dB with the whole
-# network in bf16).
-MISSES_CONTRACT = {('DIPNet', 'int8'): -0.805, ('DDistillSR', 'int8'): -4.354}
 CALIB_CROPS, CALIB_SIZE = 8, 96  # calibration crops of the demo photos (chosen here: min/max settle by 8 crops)
 
 
@@ -69,10 +63,18 @@ def native(precision: str, flags: set[str] | None = None) -> bool:
     return True
 
 
-def auto_may_use(net_class: str, precision: str) -> bool:
-    """Whether ``auto`` may try ``precision`` for a network of class ``net_class``: native here and not known to
-    miss the quality contract (:data:`MISSES_CONTRACT`)."""
-    return (net_class, precision) not in MISSES_CONTRACT and native(precision)
+def misses_contract(net: object, precision: str) -> bool:
+    """Whether ``net``'s class declares ``precision`` measured outside issue 23's quality contract (mean PSNR on the
+    13-photo eval split within 0.02 dB of fp32 for bf16, 0.05 dB for int8; benchmarks/bench_precision.py with the
+    official weights). A network declares it where it is defined: ``precision_misses = {'int8': -0.805}`` (the
+    mean PSNR change in dB), next to ``bf16_float32``."""
+    return precision in getattr(net, 'precision_misses', {})
+
+
+def auto_may_use(net: object, precision: str) -> bool:
+    """Whether ``auto`` may try ``precision`` for ``net``: native here and not known to miss the quality contract
+    (:func:`misses_contract`)."""
+    return not misses_contract(net, precision) and native(precision)
 
 
 def psnr_vs(ref: np.ndarray, out: np.ndarray) -> float:
@@ -190,7 +192,7 @@ def pick(net: Any) -> Upscaler:
     ref = best(x).numpy()
     best_ms = min_ms(lambda: best(x), 3)
     for precision in ('bf16', 'int8'):
-        if not auto_may_use(type(net).__name__, precision):
+        if not auto_may_use(net, precision):
             continue
         cand = upscaler(net, 'cpu', precision)
         if psnr_vs(ref, cand(x).numpy()) < MIN_PSNR_VS_FP32:

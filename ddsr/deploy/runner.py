@@ -28,8 +28,8 @@ Steps (each done once per command):
 5. **Precision** (``--precision``, :mod:`ddsr.deploy.precision`): ``fp32`` (default) as above; ``bf16`` runs PyTorch
    in bfloat16 (no probe); ``int8`` runs the int8 quantization of the checked export (made by the probe, cached);
    ``auto`` probes, besides the two float32 candidates, ``torch-bf16`` and ``onnxruntime-int8`` where the CPU runs
-   them natively and the network is not known to miss the quality contract in them
-   (:data:`ddsr.deploy.precision.MISSES_CONTRACT`), records each one's output PSNR vs the float32 output on the
+   them natively and the network is not known to miss the quality contract in them (``precision_misses`` of its
+   class, :func:`ddsr.deploy.precision.misses_contract`), records each one's output PSNR vs the float32 output on the
    probe photo, and step 4 chooses among the candidates that reach :data:`ddsr.deploy.precision.MIN_PSNR_VS_FP32`.
    The precision is part of the cache key.
 """
@@ -191,12 +191,12 @@ def probe(source: NetworkSource, settings: RunSettings, key: str, notify: Notify
                 xn = x.numpy()
                 timings['onnxruntime'] = min_ms(lambda: fwd(xn), PROBE_RUNS)
                 if settings.precision in ('auto', 'int8'):
-                    _probe_int8(key, path, entry, timings, settings, x.numpy(), type(net).__name__)
+                    _probe_int8(key, path, entry, timings, settings, x.numpy(), net)
             else:
                 entry['onnx_rejected'] = f'max |ONNX - PyTorch| {diff:.2e} > {ONNX_TOL}'
     except (DDSRError, ImportError, RuntimeError) as err:  # export/runtime trouble: the PyTorch path is always right
         entry['onnx'], entry['onnx_rejected'] = None, f'{type(err).__name__}: {str(err)[:200]}'
-    if settings.precision == 'auto' and auto_may_use(type(net).__name__, 'bf16'):
+    if settings.precision == 'auto' and auto_may_use(net, 'bf16'):
         import torch
         bf16 = torch_upscaler(net, 'cpu', channels_last=True, dtype=torch.bfloat16)
         timings['torch-bf16'] = min_ms(lambda: bf16(x), PROBE_RUNS)
@@ -209,10 +209,10 @@ def probe(source: NetworkSource, settings: RunSettings, key: str, notify: Notify
 
 
 def _probe_int8(key: str, onnx: Path, entry: dict, timings: dict, settings: RunSettings, x: np.ndarray,
-                net_class: str) -> None:
+                net: object) -> None:
     """Quantize the checked export to int8 (step 5), store it with the entry, time it and record its PSNR vs the
     float32 export's output on the probe photo; a quantization failure is recorded, never fatal."""
-    if settings.precision == 'auto' and not auto_may_use(net_class, 'int8'):
+    if settings.precision == 'auto' and not auto_may_use(net, 'int8'):
         return
     from ddsr.deploy.backends import min_ms
     from ddsr.deploy.precision import quantize_int8

@@ -353,6 +353,11 @@ class DDistillSR(ReparamESACapabilities, Reparameterizable):
         low = self.LR_conv.fused_forward(fuse_in)[0] if self.fold_bn else self.LR_conv(fuse_in)[0]
         return getattr(self, f'upsamplerx{self.upscale}')(low + feat).clamp(0, 1)
 
+    # Precisions measured outside issue 23's quality contract with the official x4 weights (mean PSNR change in dB on
+    # the 13-photo eval split, benchmarks/bench_precision.py): static QDQ int8 quantizes the dynamic kernels, computed
+    # at run time, as activations. ``--precision auto`` never tries them (ddsr.deploy.precision.misses_contract).
+    precision_misses = {'int8': -4.354}
+
     @property
     def bf16_float32(self) -> tuple[str, ...]:
         """Children that bf16 inference (:mod:`ddsr.deploy.precision`) keeps in float32: the fusion tail (``cres``,

@@ -140,6 +140,11 @@ class DIPNet(ReparamESACapabilities, Reparameterizable):
         mid_channels (list[int] | None): Per-block middle widths (non-uniform pruned results). Default: None.
     """
 
+    # Precisions measured outside issue 23's quality contract with the official x4 weights (mean PSNR change in dB on
+    # the 13-photo eval split, benchmarks/bench_precision.py); bf16 holds (-0.004 dB). ``--precision auto`` never
+    # tries them (ddsr.deploy.precision.misses_contract).
+    precision_misses = {'int8': -0.805}
+
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 44, num_mid: int = 38,
                  num_block: int = 4, esa_channels: int = 16, upscale: int = 4, deploy: bool = True,
                  expand_width: int = 256, mid_channels: Sequence[int] | None = None) -> None:
