@@ -22,10 +22,11 @@ For DIPNet, DDistill-SR (deploy form), EDSRmini and SwinIRmini at x4 and each LR
   :func:`ddsr.deploy.precision.quantize_int8` (calibrated on random inputs), run by onnxruntime with the same
   threads (GOP/s; its time includes quantizing the float input and dequantizing the output, as the networks' do).
 
-Each time: median of ``--runs`` after a warm-up, paths interleaved per run; ``--threads`` intra-op threads for both
-libraries (default: their own default). Input: a natural photo resized to the LR size. Official weights when given.
-``--nets`` / ``--precisions`` pick what to measure (issue 23 needs ``--nets DIPNet,DDistill-SR``); ``--quick``:
-one run at 96x54 and peaks on a 64 x 68 x 120 map (checks the script, not the machine).
+Each time: median of ``--runs`` after a warm-up (the peaks: of at least :data:`PEAK_RUNS`), paths interleaved per
+run; ``--threads`` intra-op threads for both libraries (default: their own default). Input: a natural photo resized to
+the LR size. Official weights when given. ``--nets`` / ``--precisions`` pick what to measure (issue 23 needs ``--nets
+DIPNet,DDistill-SR``); ``--quick``: one run at 96x54 and peaks on a 64 x 68 x 120 map (checks the script, not the
+machine).
 
     python benchmarks/bench_forward_limits.py --dipnet DIPNet_x4.pth --ddistill DDistill-SRx4_inference.pth \\
         [--sizes 320x180 480x270] [--runs 3] [--nets DIPNet,DDistill-SR] [--precisions fp32,bf16,int8] [--quick] \\
@@ -82,6 +83,9 @@ def ort_session(net: nn.Module, path: Path, threads: int | None):
 
 
 PEAK_MAP = (64, 270, 480)  # channels, height, width of the peak conv's input
+# Timed runs per peak (median), at least: one peak conv takes 10-50 ms, so 25 runs cost a few seconds. With 3 runs
+# the bf16 peak came out at 2032, 1260 and 2766 GFLOP/s in three runs of 2026-12-05/06 on the same machine.
+PEAK_RUNS = 25
 QUICK_MAP = (64, 68, 120)
 
 
@@ -95,6 +99,7 @@ def conv_peaks(runs: int, threads: int | None, tmp: Path, precisions: list[str],
     x = torch.rand(1, *shape)
     flops = 2 * 64 * 64 * 9 * shape[1] * shape[2]
     peaks = {}
+    runs = max(runs, PEAK_RUNS)
     conv_cl, x_cl = copy.deepcopy(conv).to(memory_format=torch.channels_last), x.contiguous(
         memory_format=torch.channels_last)
     torch.onnx.export(conv, (x, ), str(tmp / 'conv.onnx'), input_names=['x'], output_names=['y'], opset_version=17,
