@@ -188,8 +188,13 @@ def conv1x1_of_cat(pieces: list[Tensor], weights: list[Tensor], bias: Tensor | N
 
 
 def conv_of_cat(conv: nn.Module, pieces: list[Tensor]) -> Tensor:
-    """``conv(torch.cat(pieces, 1))`` for a 1x1 :class:`nn.Conv2d` ``conv`` (:func:`conv1x1_of_cat`)."""
+    """``conv(torch.cat(pieces, 1))`` for a 1x1 :class:`nn.Conv2d` ``conv``: without the concatenation
+    (:func:`conv1x1_of_cat`) for channels_last pieces (the deploy runner's layout), where it pays; as written for
+    NCHW pieces (training), whose concatenation is a few block copies, so training runs exactly as before."""
     assert isinstance(conv, nn.Conv2d)
+    first = pieces[0]
+    if first.is_contiguous() or not first.is_contiguous(memory_format=torch.channels_last):
+        return conv(torch.cat(pieces, 1))
     return conv1x1_of_cat(pieces, list(conv.weight.split([p.shape[1] for p in pieces], 1)), conv.bias)
 
 
