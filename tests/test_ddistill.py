@@ -116,6 +116,36 @@ def test_train_to_deploy_and_bn_folding_are_exact(scale):
     assert torch.equal(_forward_unclamped(rebuilt.eval(), x), out_folded)
 
 
+def _cat_calls(net: torch.nn.Module, x: torch.Tensor) -> int:
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        net(x)
+    return sum(e.count for e in prof.key_averages() if e.key == 'aten::cat')
+
+
+def test_channels_last_forward_leaves_out_the_concatenations_and_equals_nchw():
+    """The deploy runner's layout (channels_last) sums piecewise 1x1 convs instead of concatenating (the network's
+    ``cres``/``c`` inputs; each folded block's mixing conv at batch 1): same outputs as the NCHW forward to float
+    rounding. Concatenations NCHW -> channels_last: 10 -> 8 (unfolded deploy form), 6 -> 4 (folded form at batch 1,
+    whose blocks' mixing convs are split in either layout); the 4 left are each block's ``c5`` input (no faster
+    split)."""
+    net = DDistillSR(upscale=2)
+    _randomize_bn(net, seed=5)
+    deploy = switch_to_deploy(copy.deepcopy(net.eval()))
+    folded = copy.deepcopy(deploy)
+    folded.fold_dynamic_bn()
+    x = _photo_batch()[:1]
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    for form, cats in ((deploy, (10, 8)), (folded, (6, 4))):  # concatenations: NCHW, channels_last
+        with torch.no_grad():
+            ref = form(x)
+        nchw_cats = _cat_calls(form, x)
+        form.to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            out = form(x_cl)
+        assert (out - ref).abs().max().item() <= TOL and ref.std().item() > 0.05
+        assert (nchw_cats, _cat_calls(form, x_cl)) == cats
+
+
 # (photo, top, left) of 192x192 HR crops from three different scikit-image photos
 PRETRAINED_CROPS = [('astronaut', 50, 150), ('coffee', 100, 200), ('rocket', 200, 250)]
 
