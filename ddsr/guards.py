@@ -1,7 +1,8 @@
 """The NaN/Inf guard of a ``basicsr train`` run started by ddsr's command line (:class:`NonFiniteGuard`).
 
-The run's model stops at the first non-finite loss or gradient, after saving the last good training state. The
-guard is a :class:`ddsr.run_state.RunHook`: :mod:`ddsr.run_seam` plugs it into BasicSR's loop for one run only.
+The run's model stops at the first non-finite loss or gradient, after saving the last good training state; a
+validation whose network output is NaN/Inf on some images is reported (one warning naming them). The guard is a
+:class:`ddsr.run_state.RunHook`: :mod:`ddsr.run_seam` plugs it into BasicSR's loop for one run only.
 """
 import copy
 import functools
@@ -59,10 +60,54 @@ class NonFiniteGuard(RunHook):
     Without a change the run will most likely diverge again at the same point: lower ``train.optim_g.lr``
     (or add warm-up / gradient clipping in the model), check the data, then resume. A model with several
     optimizers (GANs) that fails at its second optimizer has already stepped the first network at iteration N.
+
+    Validation: finite weights can still overflow on some inputs (a network whose activations grow with its input,
+    e.g. DDistill-SR's dynamic branches early in training: the DDistill-SR demo once ended at 600 iterations with
+    NaN on one of its two validation photos). BasicSR writes NaN pixels as 0 and scores the black image without a
+    word; the guard checks ``model.output`` after each ``model.test()`` (an instance wrapper) and, after the
+    validation, logs one warning naming the images (the short console shows it). Training goes on.
     """
 
     def __init__(self) -> None:
         self.snapshot: dict = {}
+        self.tested = 0  # model.test() calls since the last optimize_parameters
+        self.nonfinite: list[str] = []  # names of the inputs whose output was not finite
+        self.fed: str = '?'  # name of the input last given to model.feed_data
+
+    def on_model(self, state: RunState, model) -> None:
+        feed, test = getattr(model, 'feed_data', None), getattr(model, 'test', None)
+        if feed is None or test is None:
+            return
+
+        @functools.wraps(feed)
+        def feed_data(data, *args, **kwargs):
+            path = data.get('lq_path') if isinstance(data, dict) else None
+            self.fed = osp.splitext(osp.basename(path[0] if isinstance(path, (list, tuple)) else str(path)))[0]
+            return feed(data, *args, **kwargs)
+
+        @functools.wraps(test)
+        def checked_test(*args, **kwargs):
+            result = test(*args, **kwargs)
+            output = getattr(model, 'output', None)
+            if isinstance(output, torch.Tensor):
+                self.tested += 1
+                if not bool(torch.isfinite(output).all()):
+                    self.nonfinite.append(self.fed)
+            return result
+
+        model.feed_data, model.test = feed_data, checked_test
+
+    def after_validation(self, state: RunState, model, dataloader, current_iter: int) -> None:
+        if self.nonfinite:
+            from basicsr.utils import get_root_logger
+            name = getattr(getattr(dataloader, 'dataset', None), 'opt', {}).get('name', 'validation')
+            shown = ', '.join(self.nonfinite[:5]) + (', ...' if len(self.nonfinite) > 5 else '')
+            get_root_logger().warning(
+                f'validation at iteration {current_iter} on {name}: the network output has NaN/Inf on '
+                f'{len(self.nonfinite)} of {self.tested} images ({shown}); BasicSR writes those pixels as 0, so the '
+                'metrics count them as black. The weights are finite, the activations overflow on these inputs: an '
+                'earlier checkpoint, more iterations or a lower learning rate may avoid it')
+        self.tested, self.nonfinite = 0, []
 
     def before_iteration(self, state: RunState, model, current_iter: int) -> None:
         self.snapshot['schedulers'] = [copy.deepcopy(s.state_dict()) for s in model.schedulers]
@@ -77,6 +122,7 @@ class NonFiniteGuard(RunHook):
             _stop_nonfinite(model, current_iter, self.snapshot, state, stepped=False)
 
     def after_optimize(self, state: RunState, model, current_iter: int) -> None:
+        self.tested, self.nonfinite = 0, []  # what a validation tests comes after this
         bad = {k: v for k, v in (getattr(model, 'log_dict', None) or {}).items() if not _is_finite(v)}
         if bad:
             _stop_nonfinite(model, current_iter, self.snapshot, state, stepped=True, losses=bad)

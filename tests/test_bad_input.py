@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from basicsr.archs.edsr_arch import EDSR
-from basicsr.utils.registry import LOSS_REGISTRY
+from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
 from torch import nn
 
 from ddsr import checkpoint
@@ -323,6 +323,42 @@ def test_nan_loss_stops_with_iteration_and_saves_last_good_state(workdir, model_
     assert rc == 0, err[-3000:]
     assert checkpoint.load_training_state(str(states / '6.state'), 'cpu')['iter'] == 6
     BAD_INPUTS['passed'] += 1
+
+
+@ARCH_REGISTRY.register()
+class NaNOnWideInput(nn.Module):
+    """x4 conv + pixel shuffle whose output is NaN, in eval mode, for inputs at least ``width`` pixels wide (finite
+    weights that overflow on some inputs)."""
+
+    def __init__(self, width: int = 18):
+        super().__init__()
+        self.width = width
+        self.conv = nn.Conv2d(3, 48, 3, padding=1)
+
+    def forward(self, x):
+        out = nn.functional.pixel_shuffle(self.conv(x), 4)
+        return out * float('nan') if not self.training and x.shape[-1] >= self.width else out
+
+
+def test_validation_output_with_nan_is_named_in_a_warning(workdir):
+    """A validation image whose output is NaN (BasicSR scores it as black, silently) gets one warning line naming
+    it and the count; training goes on and ends normally."""
+    gt, lq = paired_folders(workdir / 'val', {'fine': (12, 16), 'wide': (12, 20), 'also_fine': (10, 12)})
+    opt = tiny_train('nanval', total_iter=2)
+    opt['network_g'] = {'type': 'NaNOnWideInput', 'width': 18}
+    opt['datasets']['val'] = {'name': 'three', 'type': 'PairedImageDataset', 'dataroot_gt': gt, 'dataroot_lq': lq,
+                              'io_backend': {'type': 'disk'}}
+    opt['val'] = {'val_freq': 2, 'save_img': False,
+                  'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': False}}}
+    rc, out, err = run_cli_inprocess(train(workdir, opt), workdir)
+    assert rc == 0, err[-3000:]
+    text = out + err
+    # BasicSR validates at val_freq and once more after its loop: one warning each, naming only the bad image
+    warnings = [line for line in text.splitlines() if 'the network output has NaN/Inf' in line]
+    assert len(warnings) == 2 and all('on 1 of 3 images (wide);' in line for line in warnings), text[-3000:]
+    assert warnings[0].startswith('warning: validation at iteration 2 on three:')
+    log = next((workdir / 'experiments' / 'nanval').glob('train_*.log')).read_text()
+    assert 'NaN/Inf on 1 of 3 images (wide)' in log
 
 
 def test_nan_loss_with_obproxsg_saves_the_last_good_state(workdir):
