@@ -708,7 +708,8 @@ def render(results_dir: Path) -> str:
                   f'- machine: {meta.get("machine", "?")}; device {meta.get("device", "?")}; '
                   f'{meta.get("jobs", "?")} runs in parallel, one thread each (CPU)',
                   f'- load average (`uptime`) at start / end: {meta.get("uptime_start", "?")} / '
-                  f'{meta.get("uptime_end", "?")}; total wall time {meta.get("wall_s", 0) / 60:.1f} min',
+                  f'{meta.get("uptime_end", "?")}; wall time {meta.get("wall_s", 0) / 60:.1f} min (of the last '
+                  'invocation; runs a previous one finished are reused, see the runs\' wall s)',
                   f'- iterations: {meta.get("profile_values", {})}',
                   f'- KD teacher: {meta.get("teacher", "?")}',
                   '- reference eval PSNRs: ' + ', '.join(f'{k} {v:.3f} dB' for k, v in
