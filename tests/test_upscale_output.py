@@ -186,3 +186,30 @@ def test_image_upscaler_takes_the_same_options(weights, tmp_path):
     with pytest.raises(Exception, match='--ext gif'):
         ImageUpscaler.from_file(weights, ext='gif')
     assert OutputSettings().ext == 'png'
+
+
+def test_an_output_with_nan_is_an_error_for_that_image_only(tmp_path):
+    """A network output with NaN/Inf fails its image with one message (not written as black pixels); the other
+    images of the folder are written."""
+    from ddsr.deploy.pipeline import finish, run_folder
+    from ddsr.errors import DDSRError
+    img = np.full((6, 8, 3), 128, np.uint8)
+    sr = np.full((1, 3, 24, 32), 0.5, np.float32)
+    assert finish(sr, img).shape == (24, 32, 3)
+    sr[0, 1, 2, 3], sr[0, 0, 0, 0] = np.nan, np.inf
+    with pytest.raises(DDSRError, match='NaN/Inf at 2 of 2,304 values: not written'):
+        finish(sr, img)
+    files = []
+    for name, value in (('fine', 100), ('bright', 250)):
+        files.append(tmp_path / f'{name}.png')
+        cv2.imwrite(str(files[-1]), np.full((6, 8, 3), value, np.uint8))
+    targets = [tmp_path / 'out' / p.name for p in files]
+    targets[0].parent.mkdir()
+
+    def forward(x: np.ndarray) -> np.ndarray:  # overflows on bright inputs
+        out = np.repeat(np.repeat(x, 4, axis=2), 4, axis=3)
+        return out * np.float32('inf') if x.mean() > 0.9 else out
+
+    failed = run_folder(forward, files, targets)
+    assert list(failed) == [files[1]] and 'not written' in str(failed[files[1]])
+    assert targets[0].is_file() and not targets[1].exists()

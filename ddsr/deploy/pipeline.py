@@ -46,7 +46,14 @@ def prepare(img: np.ndarray) -> np.ndarray:
 
 
 def finish(sr: np.ndarray, img: np.ndarray) -> np.ndarray:
-    """cv2 image of the network output ``sr`` (1, 3, H, W) for the input ``img``: same mode and bit depth."""
+    """cv2 image of the network output ``sr`` (1, 3, H, W) for the input ``img``: same mode and bit depth.
+
+    An output with NaN/Inf is a :class:`DDSRError` (the image is not written), not black pixels: finite weights can
+    overflow on some inputs (a DDistill-SR demo checkpoint did, on one photo: docs/errors.md)."""
+    finite = np.isfinite(sr)
+    if not finite.all():
+        raise DDSRError(f'the network output has NaN/Inf at {finite.size - int(finite.sum()):,} of {finite.size:,} '
+                        'values: not written (the network overflows on this input; another checkpoint may not)')
     peak = float(np.iinfo(img.dtype).max)
     sr = np.clip(sr[0], 0, 1)
     gray = img.ndim == 2
