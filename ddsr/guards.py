@@ -102,11 +102,15 @@ class NonFiniteGuard(RunHook):
             from basicsr.utils import get_root_logger
             name = getattr(getattr(dataloader, 'dataset', None), 'opt', {}).get('name', 'validation')
             shown = ', '.join(self.nonfinite[:5]) + (', ...' if len(self.nonfinite) > 5 else '')
+            nets = [net for net in vars(model).values() if isinstance(net, torch.nn.Module)]
+            finite = all(bool(torch.isfinite(p).all()) for net in nets for p in net.parameters())
+            why = ('The weights are finite, the activations overflow on these inputs' if finite else
+                   'The weights are not finite')
             get_root_logger().warning(
                 f'validation at iteration {current_iter} on {name}: the network output has NaN/Inf on '
                 f'{len(self.nonfinite)} of {self.tested} images ({shown}); BasicSR writes those pixels as 0, so the '
-                'metrics count them as black. The weights are finite, the activations overflow on these inputs: an '
-                'earlier checkpoint, more iterations or a lower learning rate may avoid it')
+                f'metrics count them as black. {why}: an earlier checkpoint, more iterations or a lower learning '
+                'rate may avoid it')
         self.tested, self.nonfinite = 0, []
 
     def before_iteration(self, state: RunState, model, current_iter: int) -> None:
