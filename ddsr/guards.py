@@ -65,43 +65,39 @@ class NonFiniteGuard(RunHook):
     e.g. DDistill-SR's dynamic branches early in training: the DDistill-SR demo once ended at 600 iterations with
     NaN on one of its two validation photos). BasicSR writes NaN pixels as 0 and scores the black image without a
     word; the guard checks ``model.output`` after each ``model.test()`` (an instance wrapper) and, after the
-    validation, logs one warning naming the images (the short console shows it). Training goes on.
+    validation, logs one warning naming the images (by their order in the val set; the short console shows it).
+    Training goes on.
     """
 
     def __init__(self) -> None:
         self.snapshot: dict = {}
         self.tested = 0  # model.test() calls since the last optimize_parameters
-        self.nonfinite: list[str] = []  # names of the inputs whose output was not finite
-        self.fed: str = '?'  # name of the input last given to model.feed_data
+        self.nonfinite: list[int] = []  # which of those calls gave a non-finite output (0-based)
 
     def on_model(self, state: RunState, model) -> None:
-        feed, test = getattr(model, 'feed_data', None), getattr(model, 'test', None)
-        if feed is None or test is None:
+        test = getattr(model, 'test', None)
+        if test is None:
             return
-
-        @functools.wraps(feed)
-        def feed_data(data, *args, **kwargs):
-            path = data.get('lq_path') if isinstance(data, dict) else None
-            self.fed = osp.splitext(osp.basename(path[0] if isinstance(path, (list, tuple)) else str(path)))[0]
-            return feed(data, *args, **kwargs)
 
         @functools.wraps(test)
         def checked_test(*args, **kwargs):
             result = test(*args, **kwargs)
             output = getattr(model, 'output', None)
             if isinstance(output, torch.Tensor):
-                self.tested += 1
                 if not bool(torch.isfinite(output).all()):
-                    self.nonfinite.append(self.fed)
+                    self.nonfinite.append(self.tested)
+                self.tested += 1
             return result
 
-        model.feed_data, model.test = feed_data, checked_test
+        model.test = checked_test
 
     def after_validation(self, state: RunState, model, dataloader, current_iter: int) -> None:
         if self.nonfinite:
             from basicsr.utils import get_root_logger
-            name = getattr(getattr(dataloader, 'dataset', None), 'opt', {}).get('name', 'validation')
-            shown = ', '.join(self.nonfinite[:5]) + (', ...' if len(self.nonfinite) > 5 else '')
+            dataset = getattr(dataloader, 'dataset', None)
+            name = getattr(dataset, 'opt', {}).get('name', 'validation')
+            shown = ', '.join(_image_name(dataset, i, self.tested) for i in self.nonfinite[:5])
+            shown += ', ...' if len(self.nonfinite) > 5 else ''
             nets = [net for net in vars(model).values() if isinstance(net, torch.nn.Module)]
             finite = all(bool(torch.isfinite(p).all()) for net in nets for p in net.parameters())
             why = ('The weights are finite, the activations overflow on these inputs' if finite else
@@ -181,3 +177,16 @@ def _stop_nonfinite(model, current_iter: int, snapshot: dict, state: RunState, s
         saved = (f'no good state to save (the weights are not finite or nothing was trained yet); the last good one is '
                  f'{found} (--auto_resume uses it)' if found else 'no good state to save and no earlier state exists')
     raise NonFiniteLossError(f'non-finite {what} at iteration {current_iter}: training stopped; {saved}')
+
+
+def _image_name(dataset: object, index: int, tested: int) -> str:
+    """Name of the ``index``-th image a validation tested: BasicSR validates its val sets in order, one image per
+    batch, so with as many tests as the data set has paths, the index is the path's (``paths``: strings, or dicts
+    with ``lq_path`` as in PairedImageDataset); else ``#index``."""
+    paths = getattr(dataset, 'paths', None)
+    if isinstance(paths, list) and len(paths) == tested:
+        entry = paths[index]
+        path = entry.get('lq_path', entry.get('gt_path')) if isinstance(entry, dict) else entry
+        if isinstance(path, str):
+            return osp.splitext(osp.basename(path))[0]
+    return f'#{index}'

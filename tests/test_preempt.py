@@ -299,6 +299,7 @@ def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_run_folder(tmp_path):
     exp = tmp_path / 'experiments' / 'twice'
     proc = _train(yml, tmp_path)
     _wait_for_iter(proc, exp, 2)
+    time.sleep(0.1)  # into iteration 3 (about a second): at an iteration boundary the stop check would save at once
     proc.send_signal(signal.SIGINT)
     deadline = time.time() + 60
     while 'SIGINT received' not in proc.stderr_path.read_text() and time.time() < deadline:
