@@ -98,9 +98,7 @@ class NonFiniteGuard(RunHook):
             name = getattr(dataset, 'opt', {}).get('name', 'validation')
             shown = ', '.join(_image_name(dataset, i, self.tested) for i in self.nonfinite[:5])
             shown += ', ...' if len(self.nonfinite) > 5 else ''
-            nets = [net for net in vars(model).values() if isinstance(net, torch.nn.Module)]
-            finite = all(bool(torch.isfinite(p).all()) for net in nets for p in net.parameters())
-            why = ('The weights are finite, the activations overflow on these inputs' if finite else
+            why = ('The weights are finite, the activations overflow on these inputs' if _weights_finite(model) else
                    'The weights are not finite')
             get_root_logger().warning(
                 f'validation at iteration {current_iter} on {name}: the network output has NaN/Inf on '
@@ -144,6 +142,12 @@ def _guard_step(optimizer: torch.optim.Optimizer) -> None:
     optimizer.step = step  # type: ignore[method-assign]
 
 
+def _weights_finite(model) -> bool:
+    """Whether every parameter of every network of ``model`` (its ``nn.Module`` attributes) is finite."""
+    nets = [net for net in vars(model).values() if isinstance(net, torch.nn.Module)]
+    return all(bool(torch.isfinite(p).all()) for net in nets for p in net.parameters())
+
+
 def _stop_nonfinite(model, current_iter: int, snapshot: dict, state: RunState, stepped: bool,
                     losses: dict | None = None) -> None:
     from basicsr.utils import get_root_logger
@@ -162,8 +166,7 @@ def _stop_nonfinite(model, current_iter: int, snapshot: dict, state: RunState, s
             for group, lr in zip(optimizer.param_groups, lrs, strict=False):
                 group['lr'] = lr
     else:
-        nets = [net for net in vars(model).values() if isinstance(net, torch.nn.Module)]
-        if not all(bool(torch.isfinite(p).all()) for net in nets for p in net.parameters()):
+        if not _weights_finite(model):
             good = 0
     states = model.opt['path'].get('training_states', 'training_states')
     if good >= 1:
